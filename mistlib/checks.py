@@ -1,0 +1,84 @@
+"""Input validation for the public entry points: one error message style for the whole library.
+
+Every check raises ``ValueError`` naming the argument, what was received and what was expected, so a user
+who passes ``(80, 80)`` where ``(B, C, H, W)`` is expected reads exactly that. Inner functions trust their
+inputs; only public functions call these.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def check_tensor(name: str, value: object) -> torch.Tensor:
+    """Raise unless ``value`` is a tensor; return it."""
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_rank(name: str, tensor: torch.Tensor, rank: int, layout: str) -> None:
+    """Raise unless ``tensor`` has ``rank`` dimensions; ``layout`` spells them, e.g. ``"(B, C, H, W)"``."""
+    check_tensor(name, tensor)
+    if tensor.dim() != rank:
+        raise ValueError(f"{name} must have shape {layout}, got shape {tuple(tensor.shape)}")
+
+
+def check_float(name: str, tensor: torch.Tensor) -> None:
+    """Raise unless ``tensor`` is floating point."""
+    if not tensor.is_floating_point():
+        raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
+
+
+def check_finite(name: str, tensor: torch.Tensor) -> None:
+    """Raise if ``tensor`` holds NaN or infinity (one device sync; entry points only)."""
+    if not bool(torch.isfinite(tensor).all()):
+        bad = int((~torch.isfinite(tensor)).sum())
+        raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
+
+
+def check_images(name: str, images: torch.Tensor, channels: int | None = None) -> None:
+    """Raise unless ``images`` is a finite float ``(B, C, H, W)`` tensor (with ``channels`` channels if given)."""
+    check_rank(name, images, 4, "(B, C, H, W)")
+    check_float(name, images)
+    if channels is not None and images.shape[1] != channels:
+        raise ValueError(
+            f"{name} must have {channels} channel(s) (shape (B, {channels}, H, W)), "
+            f"got shape {tuple(images.shape)}"
+        )
+    check_finite(name, images)
+
+
+def check_keypoints(name: str, keypoints: torch.Tensor, batch: int | None = None) -> None:
+    """Raise unless ``keypoints`` is a finite float ``(B, K, 3)`` tensor of ``(x, y, s)`` with ``s > 0``."""
+    check_rank(name, keypoints, 3, "(B, K, 3) as (x, y, s)")
+    if keypoints.shape[-1] != 3:
+        raise ValueError(f"{name} must have shape (B, K, 3) as (x, y, s), got shape {tuple(keypoints.shape)}")
+    check_float(name, keypoints)
+    if batch is not None and keypoints.shape[0] != batch:
+        raise ValueError(f"{name} has batch size {keypoints.shape[0]}, expected {batch} to match the images")
+    check_finite(name, keypoints)
+    if keypoints.numel() and bool((keypoints[..., 2] <= 0).any()):
+        raise ValueError(f"{name} must have positive patch sides s (keypoints[..., 2] > 0)")
+
+
+def check_scales(name: str, scales: torch.Tensor) -> None:
+    """Raise unless ``scales`` is a 1-D, positive, strictly increasing float tensor of side lengths."""
+    check_rank(name, scales, 1, "(S,)")
+    check_float(name, scales)
+    if scales.numel() == 0:
+        raise ValueError(f"{name} must hold at least one scale, got an empty tensor")
+    check_finite(name, scales)
+    if bool((scales <= 0).any()):
+        raise ValueError(f"{name} must be positive side lengths, got {scales.tolist()}")
+    if scales.numel() > 1 and bool((scales[1:] <= scales[:-1]).any()):
+        raise ValueError(f"{name} must be strictly increasing, got {scales.tolist()}")
+
+
+def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
+    """Raise unless ``value`` is an int ``>= minimum``; return it."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return value
