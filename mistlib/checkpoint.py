@@ -1,0 +1,290 @@
+"""Safe model checkpoints: atomic writes, ``weights_only`` loads, clear errors, and RNG state for resuming.
+
+Serves the training of §6–§8 (Algorithm 1 runs for many steps and must survive interruption) and the shipped
+models behind Tables 1–2. A checkpoint is one plain dict::
+
+    {"format": "mistlib-checkpoint", "version": 1, "kind": "mist", "config": {...}, "state": {...},
+     "meta": {...}, "created_with": {"mistlib": "0.1.0", "torch": "2.x"}}
+
+It holds only tensors, numbers, strings and containers, so ``torch.load(weights_only=True)`` reads it without
+running any pickled code. ``config`` is JSON-like (what built the model); ``state`` holds state dicts,
+optimiser states and RNG states (:func:`rng_state`); ``meta`` is free-form (steps, wall time, losses).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pickle
+import random
+import tempfile
+from collections import OrderedDict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mistlib import __version__
+
+FORMAT = "mistlib-checkpoint"  # the marker that tells our checkpoints from any other torch file
+VERSION = 1  # bumped when the layout of the dict changes
+_JSON_LEAVES = (str, int, float, bool, type(None))
+_WEIGHTS_ONLY_LEAVES = (*_JSON_LEAVES, bytes, complex, torch.dtype, torch.device, torch.Size)
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file is missing, unreadable, not ours, or of another kind; the message names the path."""
+
+
+def _check_config(value: Any, where: str = "config") -> None:
+    """Raise ``ValueError`` unless ``value`` is JSON-like: str/int/float/bool/None, lists, str-keyed dicts."""
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise ValueError(f"{where} keys must be strings, got {key!r}")
+            _check_config(item, f"{where}[{key!r}]")
+    elif type(value) in (list, tuple):
+        for index, item in enumerate(value):
+            _check_config(item, f"{where}[{index}]")
+    elif type(value) not in _JSON_LEAVES:
+        raise ValueError(
+            f"{where} must be JSON-serialisable (str, int, float, bool, None, list, dict), got "
+            f"{type(value).__name__}: {value!r:.80}"
+        )
+
+
+def _check_loadable(value: Any, where: str) -> None:
+    """Raise ``ValueError`` unless ``torch.load(weights_only=True)`` can read ``value`` back."""
+    if isinstance(value, torch.Tensor):
+        return
+    if type(value) in (dict, OrderedDict):
+        for key, item in value.items():
+            _check_loadable(key, f"{where} key")
+            _check_loadable(item, f"{where}[{key!r}]")
+    elif type(value) in (list, tuple, set):
+        for index, item in enumerate(value):
+            _check_loadable(item, f"{where}[{index}]")
+    elif type(value) not in _WEIGHTS_ONLY_LEAVES:
+        raise ValueError(
+            f"{where} is a {type(value).__module__}.{type(value).__name__}, which "
+            "torch.load(weights_only=True) cannot read; convert it to a tensor or a Python number"
+        )
+
+
+def _to_half(value: Any, key: Any = None) -> Any:
+    """Copy of ``value`` with float32/float64 tensors as float16, except step counters (key ``"step"``),
+    0-dim tensors and tensors whose values would overflow float16."""
+    if isinstance(value, torch.Tensor):
+        if value.dtype not in (torch.float32, torch.float64) or value.dim() == 0 or key == "step":
+            return value
+        half = value.detach().to(torch.float16)
+        return half if bool(torch.isfinite(half).eq(torch.isfinite(value)).all()) else value
+    if isinstance(value, dict):
+        out = type(value)((k, _to_half(v, k)) for k, v in value.items())
+        if hasattr(value, "_metadata"):  # nn.Module.state_dict() keeps per-module versions here
+            out._metadata = value._metadata  # type: ignore[attr-defined]
+        return out
+    if type(value) in (list, tuple):
+        return type(value)(_to_half(v) for v in value)
+    return value
+
+
+def save_checkpoint(
+    path: str | Path,
+    *,
+    state: dict,
+    config: dict | Any,
+    kind: str,
+    meta: dict | None = None,
+    half: bool = False,
+) -> None:
+    """Write a checkpoint atomically: a temp file in the same folder, flushed and fsynced, then renamed.
+
+    A crash mid-write leaves any previous file at ``path`` intact and no temp file behind. Missing parent
+    folders are created.
+
+    Args:
+        path: where to write, e.g. ``data/checkpoints/reconstruct-mnist-hard-mist.pt``.
+        state: state dicts, optimiser states, RNG states, ...: tensors, numbers, strings and containers.
+        config: a JSON-like dict (or a dataclass, converted with :func:`dataclasses.asdict`).
+        kind: what the checkpoint holds, e.g. ``"mist"``, ``"model"``, ``"lifting"``; checked on load.
+        meta: free-form extras (steps, wall time, losses), same rules as ``state``.
+        half: store float32/float64 tensors of ``state`` as float16 (about half the size), except step
+            counters, 0-dim tensors and tensors that would overflow; integer tensors are never touched.
+
+    Raises: ``ValueError`` if ``config`` is not JSON-serialisable or ``state``/``meta`` hold other objects.
+
+    Example:
+        >>> path = Path(tempfile.mkdtemp()) / "linear.pt"
+        >>> state = {"model": torch.nn.Linear(2, 1).state_dict()}
+        >>> save_checkpoint(path, state=state, config={"in": 2}, kind="linear", half=True)
+    """
+    if not isinstance(kind, str) or not kind:
+        raise ValueError(f"kind must be a non-empty string, got {kind!r}")
+    if dataclasses.is_dataclass(config) and not isinstance(config, type):
+        config = dataclasses.asdict(config)
+    if not isinstance(config, dict):
+        raise ValueError(f"config must be a dict or a dataclass instance, got {type(config).__name__}")
+    if not isinstance(state, dict):
+        raise ValueError(f"state must be a dict, got {type(state).__name__}")
+    _check_config(config)
+    _check_loadable(state, "state")
+    _check_loadable(meta or {}, "meta")
+    checkpoint = {
+        "format": FORMAT,
+        "version": VERSION,
+        "kind": kind,
+        "config": config,
+        "state": _to_half(state) if half else state,
+        "meta": dict(meta or {}),
+        "created_with": {"mistlib": __version__, "torch": str(torch.__version__)},
+    }
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            torch.save(checkpoint, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    try:  # make the rename itself durable (POSIX); harmless where directories cannot be opened
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except OSError:
+        pass
+
+
+def load_checkpoint(
+    path: str | Path, *, kind: str | None = None, map_location: str | torch.device | None = "cpu"
+) -> dict:
+    """Read a checkpoint written by :func:`save_checkpoint` with ``torch.load(weights_only=True)``.
+
+    Float16 tensors (``half=True``) come back as float16; ``module.load_state_dict`` casts them to the
+    module's dtype.
+
+    Args:
+        path: the file to read.
+        kind: if given, the checkpoint's ``kind`` must equal it.
+        map_location: passed to :func:`torch.load` (default: everything on the CPU).
+
+    Returns: the dict with keys ``format, version, kind, config, state, meta, created_with``.
+
+    Raises: :class:`CheckpointError` naming ``path`` when the file does not exist, cannot be read (truncated
+        or corrupt), is not a mistlib checkpoint (e.g. a bare state dict), is newer than this library, or
+        holds another ``kind``.
+
+    Example:
+        >>> path = Path(tempfile.mkdtemp()) / "empty.pt"
+        >>> save_checkpoint(path, state={}, config={"in": 2}, kind="linear")
+        >>> load_checkpoint(path, kind="linear")["config"]
+        {'in': 2}
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is not a file")
+    try:
+        checkpoint = torch.load(path, weights_only=True, map_location=map_location)
+    except pickle.UnpicklingError as error:
+        if "weights only" not in str(error).lower():
+            raise CheckpointError(f"checkpoint {path} is corrupt: {error!s:.300}") from error
+        raise CheckpointError(
+            f"{path} is not a mistlib checkpoint: it holds objects that torch.load(weights_only=True) "
+            f"refuses to unpickle ({_unpickler_reason(error)})"
+        ) from error
+    except Exception as error:  # truncated zip archive, empty file, unreadable bytes, ...
+        raise CheckpointError(
+            f"checkpoint {path} cannot be read (truncated or corrupt?): {type(error).__name__}: {error!s:.99}"
+        ) from error
+    if not isinstance(checkpoint, dict) or checkpoint.get("format") != FORMAT:
+        found = type(checkpoint).__name__ if not isinstance(checkpoint, dict) else "a dict without it"
+        raise CheckpointError(
+            f"{path} is not a mistlib checkpoint (no format marker {FORMAT!r}; found {found}), "
+            "e.g. a bare state_dict saved with torch.save"
+        )
+    version = checkpoint.get("version")
+    if not isinstance(version, int) or version > VERSION:
+        raise CheckpointError(
+            f"checkpoint {path} has version {version!r}; this mistlib reads up to {VERSION}"
+        )
+    if kind is not None and checkpoint.get("kind") != kind:
+        raise CheckpointError(f"checkpoint {path} holds kind {checkpoint.get('kind')!r}, expected {kind!r}")
+    return checkpoint
+
+
+def _unpickler_reason(error: Exception) -> str:
+    """The one useful line of torch's long weights-only error, e.g. ``Unsupported global: GLOBAL x.Y ...``."""
+    lines = [line.strip() for line in str(error).splitlines() if "WeightsUnpickler error" in line]
+    return (lines[0] if lines else str(error).splitlines()[0])[:200]
+
+
+def rng_state() -> dict[str, Any]:
+    """Every global random state, in a form ``torch.load(weights_only=True)`` reads back.
+
+    Returns: ``{"torch": uint8 tensor, "numpy": {...}, "python": {...}}`` plus ``"cuda"`` (one uint8
+    tensor per device) when CUDA is available. NumPy's MT19937 key and Python's ``random`` state are
+    stored as int64 tensors.
+
+    Example:
+        >>> state = rng_state()
+        >>> first = torch.rand(2)
+        >>> set_rng_state(state)
+        >>> bool((torch.rand(2) == first).all())
+        True
+    """
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()  # noqa: NPY002 (the legacy global state is what we save)
+    version, internal, gauss_next = random.getstate()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),  # (624,)
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "python": {
+            "version": version,
+            "state": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": gauss_next,
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore the random states captured by :func:`rng_state` (entries that are absent are left alone).
+
+    Tensors may come back on any device (``map_location``); they are moved to the CPU first. CUDA states
+    are restored for as many devices as both the saved state and this machine have.
+
+    Example:
+        >>> set_rng_state(rng_state())
+    """
+    if not isinstance(state, dict):
+        raise ValueError(f"state must be a dict from rng_state(), got {type(state).__name__}")
+    if "torch" in state:
+        torch.set_rng_state(state["torch"].cpu().to(torch.uint8))
+    if "numpy" in state:
+        saved = state["numpy"]
+        keys = saved["keys"].cpu().numpy().astype(np.uint32)
+        numpy_state = ("MT19937", keys, saved["pos"], saved["has_gauss"], saved["cached_gaussian"])
+        np.random.set_state(numpy_state)  # noqa: NPY002
+    if "python" in state:
+        saved = state["python"]
+        internal = tuple(int(v) for v in saved["state"].cpu().tolist())
+        random.setstate((saved["version"], internal, saved["gauss_next"]))
+    if "cuda" in state and torch.cuda.is_available():
+        for device, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state.cpu().to(torch.uint8), device)
