@@ -1,0 +1,139 @@
+"""The patch sampler ``S`` of §4 (eq. 5), a spatial transformer, and its inverse ``S^{-1}`` of §5.1 (eq. 6).
+
+``sample_patches`` resamples the square window ``(x, y, s)`` of an image to a ``P x P`` patch by bilinear
+interpolation; ``place_patches`` puts a patch back into an otherwise-zero canvas at its window. Both are
+one ``torch.nn.functional.grid_sample`` call, differentiable w.r.t. the pixels and the keypoints.
+
+Coordinates (see :mod:`mistlib`): pixel ``(i, j)`` has its centre at ``x = j, y = i`` and the image
+covers ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``. That is exactly ``grid_sample``'s ``align_corners=False``
+frame, in which the normalised coordinate -1 is the *outer edge* of the first pixel and +1 the outer edge
+of the last, so a pixel coordinate ``u`` in an image of width ``W`` maps to ``(2 u + 1) / W - 1``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from mistlib.checks import (
+    check_float,
+    check_images,
+    check_keypoints,
+    check_positive_int,
+    check_rank,
+)
+
+
+def _normalise(u: torch.Tensor, length: int) -> torch.Tensor:
+    """Pixel coordinate ``u`` (centres at integers) -> ``grid_sample`` coordinate, ``align_corners=False``."""
+    return (2 * u + 1) / length - 1
+
+
+def _bilinear(source: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``grid_sample`` as used by both directions: bilinear, zeros outside, ``align_corners=False``."""
+    return F.grid_sample(source, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+def sample_patches(images: torch.Tensor, keypoints: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """``S(I, x)``, eq. (5): the window ``(x, y, s)`` of each keypoint resampled to ``size x size``.
+
+    Patch pixel ``(i, j)`` (row ``i``, column ``j``) samples the image at the centre of the ``i, j``-th cell
+    of the window split into ``size x size`` cells::
+
+        u_j = x - s/2 + (j + 1/2) * s / size        v_i = y - s/2 + (i + 1/2) * s / size
+
+    by bilinear interpolation, with zeros outside the image (``grid_sample``, ``mode="bilinear"``,
+    ``padding_mode="zeros"``, ``align_corners=False`` with the conversion of the module docstring; the
+    image is extended by zero pixels, so samples in the outer half pixel fade towards 0). With
+    ``s == size`` and a window aligned to the pixel grid (``x - (s-1)/2`` and ``y - (s-1)/2`` integers) the
+    sample points are pixel centres and the patch is the plain crop ``images[..., y0:y0+s, x0:x0+s]``.
+    Differentiable w.r.t. ``images`` and ``keypoints`` (x, y and s); all K patches in one call.
+
+    Args:
+        images: (B, C, H, W) finite floats.
+        keypoints: (B, K, 3) as (x, y, s) in pixels, ``s > 0``; cast to the dtype of ``images``.
+        size: P, side of the output patches in pixels.
+
+    Returns:
+        (B, K, C, P, P) patches.
+
+    Example:
+        >>> images = torch.arange(36.0).view(1, 1, 6, 6)
+        >>> sample_patches(images, torch.tensor([[[2.5, 1.5, 2.0]]]), size=2)[0, 0, 0]
+        tensor([[ 8.,  9.],
+                [14., 15.]])
+    """
+    check_images("images", images)
+    check_keypoints("keypoints", keypoints, batch=images.shape[0])
+    size = check_positive_int("size", size)
+    batch, channels, height, width = images.shape
+    k = keypoints.shape[1]
+    keypoints = keypoints.to(images)
+    x, y, s = keypoints.unbind(-1)  # (B, K) each
+    steps = (torch.arange(size, device=images.device, dtype=images.dtype) + 0.5) / size  # (P,) in (0, 1)
+    offsets = (steps - 0.5)[None, None] * s[..., None]  # (B, K, P): (i + 1/2) s / P - s/2
+    u = _normalise(x[..., None] + offsets, width)  # (B, K, P) columns
+    v = _normalise(y[..., None] + offsets, height)  # (B, K, P) rows
+    grid = torch.stack(torch.broadcast_tensors(u[:, :, None, :], v[:, :, :, None]), dim=-1)  # (B, K, P, P, 2)
+    grid = grid.reshape(batch, k * size, size, 2)  # (B, K * P, P, 2): the K patches stacked along rows
+    out = _bilinear(images, grid)  # (B, C, K * P, P), eq. (5)
+    return out.view(batch, channels, k, size, size).permute(0, 2, 1, 3, 4)  # (B, K, C, P, P)
+
+
+def place_patches(patches: torch.Tensor, keypoints: torch.Tensor, image_size: Sequence[int]) -> torch.Tensor:
+    """``S^{-1}(P, x)`` of §5.1: each patch resampled back into an otherwise-zero canvas at its window.
+
+    Inverse warp: canvas pixel ``(r, c)`` reads the patch at its continuous patch-frame coordinate
+    ``((c - x + s/2) * P / s - 1/2, (r - y + s/2) * P / s - 1/2)`` (patch pixel centres at integers), by
+    bilinear interpolation with zeros outside the patch. In ``grid_sample``'s normalised frame
+    (``align_corners=False``) this is simply ``(2 (c - x) / s, 2 (r - y) / s)``. It inverts
+    :func:`sample_patches`: ``place_patches(sample_patches(I, x), x).sum(1)`` equals ``I`` inside
+    non-overlapping windows, exactly for windows aligned to the pixel grid with ``s == P``, and up to the
+    blur of two bilinear interpolations otherwise (exact for images that are affine in x and y); pixels
+    within half a patch pixel of a window's edge fade towards 0. Differentiable w.r.t. ``patches`` and
+    ``keypoints``; all K patches in one call.
+
+    Args:
+        patches: (B, K, C, P, P) floats. Not checked for NaN: they are usually a task network's output, and a
+            diverging network should surface as a non-finite loss in the trainer, not as an input error.
+        keypoints: (B, K, 3) as (x, y, s) in pixels, ``s > 0``; cast to the dtype of ``patches``.
+        image_size: (H, W) of the canvas.
+
+    Returns:
+        (B, K, C, H, W): one canvas per patch; ``.sum(1)`` composes them as in eq. (6).
+
+    Example:
+        >>> patch = torch.tensor([[[[[1.0, 2.0], [3.0, 4.0]]]]])  # (1, 1, 1, 2, 2)
+        >>> place_patches(patch, torch.tensor([[[1.5, 0.5, 2.0]]]), (3, 4))[0, 0, 0]
+        tensor([[0., 1., 2., 0.],
+                [0., 3., 4., 0.],
+                [0., 0., 0., 0.]])
+    """
+    check_rank("patches", patches, 5, "(B, K, C, P, P)")
+    check_float("patches", patches)
+    if patches.shape[-1] != patches.shape[-2]:
+        raise ValueError(f"patches must be square, shape (B, K, C, P, P), got shape {tuple(patches.shape)}")
+    check_keypoints("keypoints", keypoints, batch=patches.shape[0])
+    if keypoints.shape[1] != patches.shape[1]:
+        raise ValueError(
+            f"keypoints has K = {keypoints.shape[1]} keypoints, expected K = {patches.shape[1]} to match "
+            f"patches of shape {tuple(patches.shape)}"
+        )
+    if not isinstance(image_size, Sequence) or len(image_size) != 2:
+        raise ValueError(f"image_size must be (H, W), two positive integers, got {image_size!r}")
+    height = check_positive_int("image_size[0] (H)", image_size[0])
+    width = check_positive_int("image_size[1] (W)", image_size[1])
+    batch, k, channels, size, _ = patches.shape
+    keypoints = keypoints.to(patches)
+    x, y, s = (t[..., None] for t in keypoints.unbind(-1))  # (B, K, 1) each
+    cols = torch.arange(width, device=patches.device, dtype=patches.dtype)  # (W,)
+    rows = torch.arange(height, device=patches.device, dtype=patches.dtype)  # (H,)
+    u = 2 * (cols - x) / s  # (B, K, W)
+    v = 2 * (rows - y) / s  # (B, K, H)
+    grid = torch.stack(torch.broadcast_tensors(u[:, :, None, :], v[:, :, :, None]), dim=-1)  # (B, K, H, W, 2)
+    grid = grid.reshape(batch * k, height, width, 2)  # (B * K, H, W, 2)
+    flat = patches.reshape(batch * k, channels, size, size)  # (B * K, C, P, P)
+    out = _bilinear(flat, grid)  # (B * K, C, H, W): S^{-1} of eq. (6)
+    return out.view(batch, k, channels, height, width)  # (B, K, C, H, W)
