@@ -1,0 +1,184 @@
+"""The MIST architecture of §3, eq. (1): ``T_tau(S(E_K(H_eta(I))))`` wired together in one module.
+
+``MIST`` owns the two trainable parts, the heatmap network ``H_eta`` (§4) and the task network
+``T_tau`` (§5), and runs the non-trainable glue between them: the top-K extractor ``E_K`` and the
+patch sampler ``S``. Training it is the job of :mod:`mistlib.lifting` (Algorithm 1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from torch import nn
+
+from mistlib.checks import check_images, check_keypoints
+from mistlib.extract import topk_extract
+from mistlib.heatmap import HeatmapConfig, HeatmapNet
+from mistlib.sampler import sample_patches
+from mistlib.tasks import PatchAutoencoder, PatchClassifier, multi_instance_loss, reconstruct
+
+Task = Literal["reconstruct", "classify"]
+
+
+@dataclass(frozen=True)
+class MISTConfig:
+    """Everything that defines a MIST model. The defaults fit MNIST hard (§7.1).
+
+    Override what differs with ``dataclasses.replace(MISTConfig(), k=25)``.
+    """
+
+    task: Task = "reconstruct"  # "reconstruct" (§5.1, auto-encoder) or "classify" (§5.2, classifier)
+    image_size: int = 80  # H = W of the input images, in pixels
+    in_channels: int = 1  # C, image channels
+    k: int = 9  # K, patches extracted per image: the only supervision of the reconstruction task
+    patch_size: int = 32  # P, side of each resampled patch fed to the task network (§8: 32)
+    scales: tuple[float, ...] = (16.0, 20.0, 25.0)  # patch sides of the scale space, in pixels, sorted
+    reference_size: float = 20.0  # object side (px) the heatmap network sees at resize factor 1
+    heatmap_channels: int = 32  # width of the heatmap network (§4: 32)
+    heatmap_blocks: int = 4  # ResNet blocks of the heatmap network (§4: 4)
+    softmax_kernel: int = 15  # window of the local spatial softmax (§4: 15x15)
+    softmax_strength: float = 10.0  # sharpness of the local spatial softmax (authors' code: 10)
+    task_width: int = 8  # base width of the task network (channels 8, 16, ..., 128; §8)
+    num_classes: int = 10  # classes of the classification task (digits)
+    extra: dict = field(default_factory=dict, compare=False)  # free-form notes carried into checkpoints
+
+    def __post_init__(self) -> None:
+        if self.task not in ("reconstruct", "classify"):
+            raise ValueError(f"task must be 'reconstruct' or 'classify', got {self.task!r}")
+        if self.k < 1 or self.k > self.image_size**2:
+            raise ValueError(f"k must be in [1, image_size**2 = {self.image_size**2}], got {self.k}")
+        if list(self.scales) != sorted(set(self.scales)) or min(self.scales) <= 0:
+            raise ValueError(f"scales must be positive and strictly increasing, got {self.scales}")
+
+    def heatmap_config(self) -> HeatmapConfig:
+        """The :class:`~mistlib.heatmap.HeatmapConfig` this model builds its ``H_eta`` from."""
+        return HeatmapConfig(
+            in_channels=self.in_channels,
+            channels=self.heatmap_channels,
+            num_blocks=self.heatmap_blocks,
+            scales=tuple(self.scales),
+            reference_size=self.reference_size,
+            softmax_kernel=self.softmax_kernel,
+            softmax_strength=self.softmax_strength,
+        )
+
+
+@dataclass
+class MISTOutput:
+    """What one forward pass produces (B batch, S scales, K patches, C channels, P patch side).
+
+    ``heatmap``: (B, S, H, W); ``keypoints``: (B, K, 3) as (x, y, s) in pixels; ``patches``:
+    (B, K, C, P, P); ``task_output``: (B, K, C, P, P) decoded patches or (B, K, classes) logits;
+    ``reconstruction``: (B, C, H, W) for the reconstruction task, else None; ``logits``:
+    (B, K, classes) for the classification task, else None.
+    """
+
+    heatmap: torch.Tensor
+    keypoints: torch.Tensor
+    patches: torch.Tensor
+    task_output: torch.Tensor
+    reconstruction: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+
+
+def default_device() -> torch.device:
+    """CUDA when it is available, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+class MIST(nn.Module):
+    """Multiple Instance Spatial Transformer: heatmap network, top-K extractor, sampler, task network.
+
+    Example:
+        >>> model = MIST(MISTConfig(task="reconstruct"))
+        >>> out = model(torch.rand(2, 1, 80, 80))
+        >>> out.keypoints.shape, out.reconstruction.shape
+        (torch.Size([2, 9, 3]), torch.Size([2, 1, 80, 80]))
+    """
+
+    def __init__(self, config: MISTConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or MISTConfig()
+        self.heatmap_net = HeatmapNet(self.config.heatmap_config())
+        if self.config.task == "reconstruct":
+            self.task_net: nn.Module = PatchAutoencoder(
+                channels=self.config.in_channels,
+                base_width=self.config.task_width,
+                patch_size=self.config.patch_size,
+            )
+        else:
+            self.task_net = PatchClassifier(
+                channels=self.config.in_channels,
+                num_classes=self.config.num_classes,
+                base_width=self.config.task_width,
+                patch_size=self.config.patch_size,
+            )
+
+    @property
+    def scales(self) -> torch.Tensor:
+        """(S,) the scale space as a tensor on the model's device."""
+        return self.heatmap_net.scales
+
+    def extract(self, images: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``h = H_eta(I)`` and ``x = E_K(h)``.
+
+        Args:
+            images: (B, C, H, W) floats in [0, 1].
+            k: number of patches; the config's ``k`` when None.
+
+        Returns:
+            heatmap (B, S, H, W) and keypoints (B, K, 3) as (x, y, s).
+        """
+        heatmap = self.heatmap_net(images)  # (B, S, H, W)
+        keypoints = topk_extract(heatmap, self.config.k if k is None else k, self.scales)  # (B, K, 3)
+        return heatmap, keypoints
+
+    def run_task(self, images: torch.Tensor, keypoints: torch.Tensor) -> MISTOutput:
+        """``T_tau(S(I, x))`` at given keypoints; ``heatmap`` of the result is an empty tensor.
+
+        Args:
+            images: (B, C, H, W); keypoints: (B, K, 3) as (x, y, s). Differentiable w.r.t. both,
+            which is what stage 2 of lifting needs.
+        """
+        check_images("images", images, self.config.in_channels)
+        check_keypoints("keypoints", keypoints, batch=images.shape[0])
+        patches = sample_patches(images, keypoints, size=self.config.patch_size)  # (B, K, C, P, P)
+        task_output = self.task_net(patches)
+        out = MISTOutput(images.new_empty(0), keypoints, patches, task_output)
+        if self.config.task == "reconstruct":
+            out.reconstruction = reconstruct(task_output, keypoints, tuple(images.shape[-2:]))  # eq. (6)
+        else:
+            out.logits = task_output  # (B, K, classes)
+        return out
+
+    def forward(self, images: torch.Tensor) -> MISTOutput:
+        """Eq. (1) end to end. images: (B, C, H, W) -> :class:`MISTOutput`."""
+        heatmap, keypoints = self.extract(images)
+        out = self.run_task(images, keypoints)
+        out.heatmap = heatmap
+        return out
+
+    def task_loss(
+        self,
+        images: torch.Tensor,
+        out: MISTOutput,
+        labels: torch.Tensor | None = None,
+        reduction: Literal["mean", "none"] = "mean",
+    ) -> torch.Tensor:
+        """``L_task`` of the configured task: eq. (6) mean squared error or eq. (7) cross-entropy.
+
+        Args:
+            images: (B, C, H, W), the images ``out`` was computed from.
+            out: the result of :meth:`forward` or :meth:`run_task`.
+            labels: (B, L) int64 digit labels padded with -1; required for the classification task.
+            reduction: "mean" over the batch -> a scalar, or "none" -> (B,) one loss per image.
+        """
+        if self.config.task == "reconstruct":
+            per_image = ((images - out.reconstruction) ** 2).flatten(1).mean(1)  # eq. (6), as a mean
+        elif labels is None:
+            raise ValueError("labels (B, L) are required for the classification task")
+        else:
+            per_image = multi_instance_loss(out.logits, labels, reduction="none")  # eq. (7)
+        return per_image.mean() if reduction == "mean" else per_image

@@ -1,0 +1,86 @@
+"""MIST wired together (eq. 1): shapes, gradients for both tasks, and bad input."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from mistlib.model import MIST, MISTConfig, MISTOutput, default_device
+
+
+@pytest.mark.parametrize("task", ["reconstruct", "classify"])
+def test_forward_and_backward_at_batch_two(task):
+    torch.manual_seed(0)
+    model = MIST(MISTConfig(task=task))
+    images = torch.rand(2, 1, 80, 80)
+    labels = torch.tensor([[1, 2, 3, -1], [0, 0, 9, 9]])
+    out = model(images)
+    assert isinstance(out, MISTOutput)
+    assert out.heatmap.shape == (2, 3, 80, 80)
+    assert out.keypoints.shape == (2, 9, 3)
+    assert out.patches.shape == (2, 9, 1, 32, 32)
+    if task == "reconstruct":
+        assert out.reconstruction.shape == (2, 1, 80, 80) and out.logits is None
+        assert out.task_output.shape == (2, 9, 1, 32, 32)
+    else:
+        assert out.logits.shape == (2, 9, 10) and out.reconstruction is None
+    loss = model.task_loss(images, out, labels)
+    assert loss.dim() == 0 and torch.isfinite(loss)
+    loss.backward()
+    grads = [p.grad for p in model.task_net.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in grads)
+    # the naive path: the only gradient to the heatmap network flows through the scale weights (eq. 4)
+    heat = [p.grad for p in model.heatmap_net.parameters()]
+    assert any(g is not None and g.abs().sum() > 0 for g in heat)
+    per_image = model.task_loss(images, out, labels, reduction="none")
+    assert per_image.shape == (2,) and torch.allclose(per_image.mean(), loss)
+
+
+def test_keypoints_are_distinct_pixels_inside_the_image_and_scale_range():
+    model = MIST(MISTConfig(k=12))
+    keypoints = model(torch.rand(3, 1, 80, 80)).keypoints
+    assert keypoints.shape == (3, 12, 3)
+    for image in keypoints:
+        assert len({(int(x), int(y)) for x, y, _ in image.tolist()}) == 12
+    assert keypoints[..., :2].min() >= 0 and keypoints[..., :2].max() <= 79
+    assert keypoints[..., 2].min() >= 16 - 1e-4 and keypoints[..., 2].max() <= 25 + 1e-4
+
+
+def test_run_task_is_differentiable_in_the_keypoints():
+    model = MIST(MISTConfig())
+    images = torch.rand(1, 1, 80, 80)
+    keypoints = torch.tensor([[[30.3, 41.7, 20.0], [50.2, 20.6, 18.0]]], requires_grad=True)
+    out = model.run_task(images, keypoints)
+    model.task_loss(images, out).backward()
+    assert keypoints.grad is not None and keypoints.grad.abs().sum() > 0
+
+
+def test_bad_input_is_named():
+    model = MIST(MISTConfig())
+    with pytest.raises(ValueError, match="images"):
+        model(torch.rand(1, 80, 80))
+    with pytest.raises(ValueError, match="channel"):
+        model(torch.rand(1, 3, 80, 80))
+    with pytest.raises(ValueError, match="NaN"):
+        model(torch.full((1, 1, 80, 80), float("nan")))
+    with pytest.raises(ValueError, match="keypoints"):
+        model.run_task(torch.rand(1, 1, 80, 80), torch.rand(1, 9, 2))
+    classifier = MIST(MISTConfig(task="classify"))
+    images = torch.rand(1, 1, 80, 80)
+    with pytest.raises(ValueError, match="labels"):
+        classifier.task_loss(images, classifier(images))
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("task", "segment"), ("k", 0), ("k", 6401), ("scales", (20.0, 16.0)), ("scales", (0.0, 1.0))],
+)
+def test_config_is_validated(field, value):
+    with pytest.raises(ValueError, match=field):
+        dataclasses.replace(MISTConfig(), **{field: value})
+
+
+def test_default_device_is_cuda_only_when_available():
+    assert default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
