@@ -42,6 +42,7 @@ class MISTConfig:
     softmax_strength: float = 10.0  # sharpness of the local spatial softmax (authors' code: 10)
     task_width: int = 8  # base width of the task network (channels 8, 16, ..., 128; §8)
     num_classes: int = 10  # classes of the classification task (digits)
+    background: float = 0.0  # image value where no instance is; eq. (6) places patches on this canvas
     extra: dict = field(default_factory=dict, compare=False)  # free-form notes carried into checkpoints
 
     def __post_init__(self) -> None:
@@ -148,7 +149,10 @@ class MIST(nn.Module):
         task_output = self.task_net(patches)
         out = MISTOutput(images.new_empty(0), keypoints, patches, task_output)
         if self.config.task == "reconstruct":
-            out.reconstruction = reconstruct(task_output, keypoints, tuple(images.shape[-2:]))  # eq. (6)
+            # eq. (6): the sum of placed patches. With a background b (Gabor noise sits on 0.5) each patch
+            # adds its difference from b, so that empty parts of a window add nothing; b = 0 is eq. (6) as is.
+            b, size = self.config.background, tuple(images.shape[-2:])
+            out.reconstruction = reconstruct(task_output - b, keypoints, size) + b  # (B, C, H, W)
         else:
             out.logits = task_output  # (B, K, classes)
         return out

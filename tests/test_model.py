@@ -84,3 +84,23 @@ def test_config_is_validated(field, value):
 
 def test_default_device_is_cuda_only_when_available():
     assert default_device().type == ("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def test_background_canvas_generalises_eq_6():
+    """With background b, a patch equal to b everywhere adds nothing; with b = 0 it is the plain sum."""
+    images = torch.full((1, 1, 80, 80), 0.5)
+    keypoints = torch.tensor([[[40.0, 40.0, 20.0]]])
+    model = MIST(MISTConfig(k=1, background=0.5))
+    with torch.no_grad():
+        for module in model.task_net.modules():  # make the auto-encoder output exactly 0.5
+            if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+                module.weight.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
+    out = model.run_task(images, keypoints)
+    assert torch.allclose(out.reconstruction, images)
+    assert model.task_loss(images, out).item() < 1e-12
+    plain = MIST(MISTConfig(k=1))
+    plain.load_state_dict(model.state_dict())
+    recon = plain.run_task(images, keypoints).reconstruction.detach()
+    assert recon[0, 0, 0, 0].item() == 0 and recon[0, 0, 40, 40].item() == pytest.approx(0.5)
