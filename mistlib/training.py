@@ -1,0 +1,167 @@
+"""The training loop every method shares: deterministic batches, progress, atomic checkpoints, resume.
+
+A concrete trainer (Algorithm 1 in :mod:`mistlib.lifting`, plain back-propagation in
+:mod:`mistlib.baselines`) only says what one step does, in :meth:`Trainer.train_step`. Everything random in
+step ``t`` is drawn from a generator seeded by ``(seed, t)``, so a run killed after step ``t`` and resumed
+from its checkpoint reaches the same weights as a run that was never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from mistlib.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    """What every trainer shares. Method-specific configs subclass it."""
+
+    steps: int = 2000  # optimisation steps (batches)
+    batch_size: int = 32  # images per step (the authors' code: 32)
+    seed: int = 0  # seeds the batch order and every random draw of a step
+    device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu" or "cuda"
+    checkpoint_every: int = 500  # steps between checkpoints when fit() is given a path (0: only at the end)
+    log_every: int = 50  # steps between entries of the loss history
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"`` -> CUDA when available, else the CPU; anything else is passed to ``torch.device``."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A generator owned by one step: the same ``(seed, step)`` always draws the same numbers."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
+    return generator
+
+
+def batch_indices(num_items: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Indices of the batch of step ``step``: epochs are seeded permutations, batches never straddle two.
+
+    Returns: (batch_size,) int64 on the CPU. ``batch_size`` is capped at ``num_items``.
+    """
+    batch_size = min(batch_size, num_items)
+    per_epoch = num_items // batch_size
+    epoch, position = divmod(step, per_epoch)
+    order = torch.randperm(num_items, generator=step_generator(seed, -1 - epoch))
+    return order[position * batch_size : (position + 1) * batch_size]
+
+
+class Trainer:
+    """Base class: a subclass sets model, config and optimizers, and implements train_step."""
+
+    kind = "trainer"
+    model: nn.Module
+    config: TrainConfig
+    optimizers: dict[str, torch.optim.Optimizer]
+
+    def __init__(self) -> None:
+        self.step = 0  # steps done so far
+        self.history: list[dict[str, float]] = []  # mean losses, one entry every log_every steps
+        self._window: dict[str, float] = {}  # loss sums since the last history entry
+        self._window_steps = 0
+
+    # -- what a subclass provides --------------------------------------------------------------------
+    def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """One optimisation step on a batch; returns the losses to log (floats)."""
+        raise NotImplementedError
+
+    # -- state ------------------------------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def state_dict(self) -> dict:
+        """Everything needed to resume: weights, optimiser states, step and loss history."""
+        return {
+            "model": self.model.state_dict(),
+            "optimizers": {name: opt.state_dict() for name, opt in self.optimizers.items()},
+            "step": self.step,
+            "history": [dict(entry) for entry in self.history],
+            "window": dict(self._window),
+            "window_steps": self._window_steps,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        for name, opt in self.optimizers.items():
+            opt.load_state_dict(state["optimizers"][name])
+        self.step = int(state["step"])
+        self.history = [dict(entry) for entry in state["history"]]
+        self._window = dict(state["window"])
+        self._window_steps = int(state["window_steps"])
+
+    def save(self, path: str | Path, meta: dict | None = None) -> None:
+        """Write a resumable checkpoint atomically (temp file + rename)."""
+        save_checkpoint(
+            path,
+            state=self.state_dict(),
+            config={"model": asdict(self.model.config), "train": asdict(self.config)},
+            kind=self.kind,
+            meta=meta,
+        )
+
+    def resume(self, path: str | Path) -> None:
+        """Continue from a checkpoint written by :meth:`save` of the same kind of trainer."""
+        checkpoint = load_checkpoint(path, kind=self.kind, map_location=self.device)
+        self.load_state_dict(checkpoint["state"])
+
+    # -- the loop ---------------------------------------------------------------------------------------
+    def fit(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        checkpoint: str | Path | None = None,
+        steps: int | None = None,
+    ) -> list[dict[str, float]]:
+        """Train until ``steps`` (default ``config.steps``) steps are done in total.
+
+        Args:
+            images: (N, C, H, W) the training set, moved to the model's device once.
+            labels: (N, L) int64 padded with -1 (classification), or None.
+            checkpoint: where to save every ``checkpoint_every`` steps and at the end (atomic writes).
+            steps: total number of steps to reach; lets a caller stop early to test resuming.
+
+        Returns: the loss history.
+        """
+        total = self.config.steps if steps is None else steps
+        device = self.device
+        images = images.to(device)
+        labels = None if labels is None else labels.to(device)
+        quiet = not sys.stderr.isatty() or os.environ.get("MIST_QUIET") == "1"
+        bar = tqdm(total=total, initial=self.step, disable=quiet, desc=self.kind, dynamic_ncols=True)
+        while self.step < total:
+            index = batch_indices(images.shape[0], self.config.batch_size, self.config.seed, self.step)
+            index = index.to(device)
+            losses = self.train_step(images[index], None if labels is None else labels[index])
+            for name, value in losses.items():
+                if not math.isfinite(value):
+                    raise FloatingPointError(f"{name} became {value} at step {self.step}: training diverged")
+                self._window[name] = self._window.get(name, 0.0) + value
+            self._window_steps += 1
+            self.step += 1
+            bar.update(1)
+            if self.step % self.config.log_every == 0 or self.step == self.config.steps:
+                entry = {"step": self.step, **{k: v / self._window_steps for k, v in self._window.items()}}
+                self.history.append(entry)
+                bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if k != "step"})
+                self._window, self._window_steps = {}, 0
+            every = self.config.checkpoint_every
+            if checkpoint is not None and every and self.step % every == 0:
+                self.save(checkpoint)
+        bar.close()
+        if checkpoint is not None:
+            self.save(checkpoint)
+        return self.history
