@@ -38,7 +38,7 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
 
 
 def check_images(name: str, images: torch.Tensor, channels: int | None = None) -> None:
-    """Raise unless ``images`` is a finite float ``(B, C, H, W)`` tensor, with ``channels`` channels if given."""
+    """Raise unless ``images`` is a finite float (B, C, H, W) tensor, with ``channels`` channels if given."""
     check_rank(name, images, 4, "(B, C, H, W)")
     check_float(name, images)
     if channels is not None and images.shape[1] != channels:
