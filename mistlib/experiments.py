@@ -1,0 +1,214 @@
+"""Experiments of §7: which model, data and trainer make each row of Tables 1–2, and how to run them.
+
+An :class:`Experiment` names a task (``reconstruct`` / ``classify``), a dataset (``mnist-easy``,
+``mnist-hard``, ``gabor``) and a method (``mist``, ``grid``, ``channelwise``, ``naive``), and carries every
+setting needed to train it again. :func:`train` runs it and writes a small fp16 checkpoint that
+:func:`load_model` reads back; :func:`evaluate` computes the metrics of Tables 1–2 on fresh test images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from mistlib.baselines import ChannelwiseMIST, EndToEndConfig, EndToEndTrainer, GridMIST
+from mistlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from mistlib.data import GaborConfig, GaborNoise, MNISTEasy, MNISTHard
+from mistlib.lifting import LiftingConfig, LiftingTrainer, TrainingLog
+from mistlib.metrics import RMSE, DetectionMetrics
+from mistlib.model import MIST, MISTConfig
+from mistlib.training import Trainer, resolve_device
+
+DATASETS = {"mnist-easy": MNISTEasy, "mnist-hard": MNISTHard, "gabor": GaborNoise}
+METHODS = ("mist", "grid", "channelwise", "naive")
+TASKS = ("reconstruct", "classify")
+MODEL_CLASSES = {"mist": MIST, "naive": MIST, "grid": GridMIST, "channelwise": ChannelwiseMIST}
+
+
+@dataclass
+class Experiment:
+    """One row of a table: what to train, on what, how long, and with which seed."""
+
+    task: str = "reconstruct"  # "reconstruct" or "classify"
+    data: str = "mnist-hard"  # "mnist-easy", "mnist-hard" or "gabor"
+    method: str = "mist"  # "mist" (lifting), "grid", "channelwise" or "naive" (top-K, no lifting)
+    train_size: int = 10_000  # training images generated (seeded)
+    seed: int = 0  # seeds the data, the initial weights and the batch order
+    model: MISTConfig = field(default_factory=MISTConfig)
+    train: dict = field(default_factory=dict)  # overrides of the trainer config (steps, lr, ...)
+
+    def __post_init__(self) -> None:
+        for name, value, allowed in (
+            ("task", self.task, TASKS),
+            ("data", self.data, tuple(DATASETS)),
+            ("method", self.method, METHODS),
+        ):
+            if value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
+        if isinstance(self.model, dict):
+            self.model = MISTConfig(**{k: tuple(v) if k == "scales" else v for k, v in self.model.items()})
+        if self.task == "classify" and self.data == "gabor":
+            raise ValueError("data 'gabor' has no classes: only task 'reconstruct' applies to it")
+
+    @property
+    def name(self) -> str:
+        """The file stem of the shipped checkpoint, e.g. ``reconstruct-mnist-hard-mist``."""
+        return f"{self.task}-{self.data}-{self.method}"
+
+    def trainer_config(self) -> LiftingConfig | EndToEndConfig:
+        base = LiftingConfig if self.method == "mist" else EndToEndConfig
+        return base(**{"seed": self.seed, **self.train})
+
+
+def recipe(task: str, data: str, method: str, **overrides) -> Experiment:
+    """The settings we use for a table row; keyword overrides go to :class:`Experiment` fields."""
+    model = MISTConfig(task=task)
+    if data == "gabor":
+        gabor = GaborConfig()
+        model = dataclasses.replace(
+            model, k=gabor.num_impulses, scales=gabor_scales(gabor), background=gabor.background
+        )
+    train = {"steps": 6000, "batch_size": 32}
+    if method == "mist":
+        train.update(warmup_steps=500, lift_weighting=5.0, refine_iterations=4, refine_step=0.5)
+    experiment = Experiment(task=task, data=data, method=method, model=model, train=train)
+    return dataclasses.replace(experiment, **overrides)
+
+
+def gabor_scales(config: GaborConfig) -> tuple[float, ...]:
+    """Three scales around the side of a Gabor instance's box."""
+    side = float(config.box_size)
+    return (round(side * 0.8, 2), round(side, 2), round(side * 1.25, 2))
+
+
+def make_dataset(experiment: Experiment, split: str, size: int, seed: int | None = None):
+    """The experiment's dataset for ``split`` (seeded by the experiment unless ``seed`` is given)."""
+    return DATASETS[experiment.data](split=split, size=size, seed=experiment.seed if seed is None else seed)
+
+
+def dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A whole dataset as tensors: images (N, C, H, W), boxes (N, L, 4), labels (N, L) padded with -1,
+    and valid (N, L) bool marking the real instances among the padding."""
+    count = dataset.num_instances  # (N,)
+    valid = torch.arange(dataset.boxes.shape[1]) < count[:, None]  # (N, L)
+    return dataset.images, dataset.boxes, dataset.labels, valid
+
+
+def build_model(experiment: Experiment) -> MIST:
+    """A freshly initialised model for the experiment (weights seeded by ``experiment.seed``)."""
+    torch.manual_seed(experiment.seed)
+    return MODEL_CLASSES[experiment.method](experiment.model)
+
+
+def build_trainer(experiment: Experiment, model: MIST) -> Trainer:
+    config = experiment.trainer_config()
+    if experiment.method == "mist":
+        return LiftingTrainer(model, experiment.task, config)
+    return EndToEndTrainer(model, experiment.task, config)
+
+
+def train(
+    experiment: Experiment,
+    out: str | Path,
+    resume: bool = False,
+    log_path: str | Path | None = None,
+    probe_size: int = 4,
+) -> dict:
+    """Train an experiment and write its fp16 model checkpoint to ``out``.
+
+    A resumable checkpoint (weights, optimiser states, step) is kept at ``<out>.resume`` while training and
+    removed at the end; ``resume=True`` continues from it. With ``log_path`` (MIST only), the training log
+    of lifting snapshots on ``probe_size`` test images is written there.
+
+    Returns: the checkpoint's metadata (steps, wall time, device, final losses).
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    resume_path = out.with_name(out.name + ".resume")
+    started = time.perf_counter()
+    dataset = make_dataset(experiment, "train", experiment.train_size)
+    images, _, labels, _ = dataset_tensors(dataset)
+    model = build_model(experiment)
+    trainer = build_trainer(experiment, model)
+    log = None
+    if log_path is not None and isinstance(trainer, LiftingTrainer):
+        probe = make_dataset(experiment, "test", probe_size, seed=12345)
+        probe_images, _, probe_labels, _ = dataset_tensors(probe)
+        log = TrainingLog({"experiment": experiment.name, "seed": experiment.seed})
+        trainer.record_to(log, probe_images, probe_labels if experiment.task == "classify" else None)
+    if resume and resume_path.exists():
+        trainer.resume(resume_path)
+    trainer.fit(images, labels if experiment.task == "classify" else None, checkpoint=resume_path)
+    meta = {
+        "steps": trainer.step,
+        "wall_time_s": round(time.perf_counter() - started, 1),
+        "device": str(trainer.device),
+        "device_name": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",
+        "torch": str(torch.__version__),
+        "final_losses": trainer.history[-1] if trainer.history else {},
+        "history": trainer.history,
+    }
+    save_model(out, experiment, trainer.model, meta)
+    if log is not None:
+        log.save(log_path)
+    resume_path.unlink(missing_ok=True)
+    return meta
+
+
+def save_model(path: str | Path, experiment: Experiment, model: MIST, meta: dict) -> None:
+    """Write a shippable fp16 checkpoint of the model weights and the experiment that made them."""
+    save_checkpoint(
+        path,
+        state={"model": model.state_dict()},
+        config=asdict(experiment),
+        kind="model",
+        meta=meta,
+        half=True,
+    )
+
+
+def load_model(path: str | Path, device: str = "auto") -> tuple[MIST, Experiment, dict]:
+    """Read a checkpoint written by :func:`train`: (model in eval mode, its experiment, its metadata)."""
+    checkpoint = load_checkpoint(path, kind="model")
+    try:
+        experiment = Experiment(**checkpoint["config"])
+        model = MODEL_CLASSES[experiment.method](experiment.model)
+        model.load_state_dict(checkpoint["state"]["model"])
+    except (TypeError, KeyError, RuntimeError, ValueError) as error:
+        raise CheckpointError(
+            f"{path}: not a model checkpoint of this version of mistlib ({error})"
+        ) from error
+    return model.to(resolve_device(device)).eval(), experiment, checkpoint.get("meta", {})
+
+
+@torch.no_grad()
+def evaluate(
+    model: MIST, experiment: Experiment, size: int = 1000, seed: int = 1, batch_size: int = 100
+) -> dict:
+    """Metrics of Tables 1–2 on ``size`` fresh test images drawn with ``seed``.
+
+    Returns ``{"rmse": ...}`` for reconstruction, ``{"iou50", "classification", "both"}`` for classification,
+    plus ``iou50`` for reconstruction on MNIST (where ground-truth boxes exist) to show localisation.
+    """
+    dataset = make_dataset(experiment, "test", size, seed=seed)
+    images, boxes, labels, valid = dataset_tensors(dataset)
+    device = next(model.parameters()).device
+    rmse, detection = RMSE(), DetectionMetrics()
+    for start in range(0, size, batch_size):
+        batch = images[start : start + batch_size].to(device)
+        out = model(batch)
+        window = slice(start, start + batch_size)
+        gt = (boxes[window], labels[window], valid[window])
+        if out.reconstruction is not None:
+            rmse.update(batch, out.reconstruction.clamp(0, 1))
+            detection.update(out.keypoints.cpu(), None, *gt)
+        else:
+            detection.update(out.keypoints.cpu(), out.logits.cpu(), *gt)
+    results = detection.compute()
+    if experiment.task == "reconstruct":
+        return {"rmse": rmse.compute(), "iou50": results["iou50"]}
+    return {key: results[key] for key in ("iou50", "classification", "both")}

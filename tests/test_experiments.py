@@ -1,0 +1,122 @@
+"""Experiments and the command line: recipes, train -> checkpoint -> evaluate, reproduce, bad checkpoints."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from mistlib.__main__ import main
+from mistlib.checkpoint import CheckpointError
+from mistlib.experiments import Experiment, load_model, recipe
+from mistlib.tables import render, reproduce
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def _private_data_dir(tmp_path, monkeypatch):
+    """Generated datasets go to a temporary cache, never into the repository's data/."""
+    monkeypatch.setenv("MIST_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MIST_QUIET", "1")
+
+
+def test_recipes_fit_their_data():
+    gabor = recipe("reconstruct", "gabor", "mist")
+    assert gabor.model.k == 25 and gabor.model.background == 0.5
+    assert gabor.model.scales[0] < 16.28 < gabor.model.scales[-1]
+    hard = recipe("classify", "mnist-hard", "channelwise", seed=3)
+    assert (hard.name, hard.seed, hard.model.task) == ("classify-mnist-hard-channelwise", 3, "classify")
+    assert type(recipe("reconstruct", "mnist-hard", "mist").trainer_config()).__name__ == "LiftingConfig"
+
+
+@pytest.mark.parametrize(("field", "value"), [("task", "denoise"), ("data", "cifar"), ("method", "rnn")])
+def test_unknown_choices_are_named(field, value):
+    with pytest.raises(ValueError, match=field):
+        Experiment(**{field: value})
+    with pytest.raises(ValueError, match="gabor"):
+        Experiment(task="classify", data="gabor")
+
+
+def _last_json(capsys) -> dict:
+    return json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+
+
+def test_cli_train_then_evaluate_round_trip(tmp_path, capsys):
+    out = tmp_path / "grid.pt"
+    args = ["train", "--method", "grid", "--steps", "3", "--batch-size", "4", "--train-size", "16"]
+    assert main([*args, "--eval-size", "8", "--out", str(out), "--device", "cpu"]) == 0
+    trained = _last_json(capsys)
+    assert trained["steps"] == 3 and 0 < trained["rmse"] < 1
+    assert out.exists() and not out.with_name("grid.pt.resume").exists()
+    assert out.stat().st_size < 8 * 2**20  # fp16, shippable
+    assert main(["evaluate", str(out), "--size", "8", "--device", "cpu"]) == 0
+    evaluated = _last_json(capsys)
+    assert evaluated["rmse"] == pytest.approx(trained["rmse"], rel=1e-2)  # fp16 weights vs fp32: close
+    model, experiment, meta = load_model(out)
+    assert experiment.method == "grid" and meta["steps"] == 3 and not model.training
+
+
+def test_cli_classification_reports_table2_metrics(tmp_path, capsys):
+    out = tmp_path / "cw.pt"
+    args = ["train", "--task", "classify", "--method", "channelwise", "--steps", "2", "--batch-size", "4"]
+    assert main([*args, "--train-size", "8", "--eval-size", "8", "--out", str(out), "--device", "cpu"]) == 0
+    result = _last_json(capsys)
+    assert set(result) >= {"iou50", "classification", "both"}
+    assert all(0 <= result[k] <= 1 for k in ("iou50", "classification", "both"))
+
+
+def test_evaluate_names_a_missing_or_corrupt_checkpoint(tmp_path):
+    with pytest.raises(CheckpointError, match="nope.pt"):
+        load_model(tmp_path / "nope.pt")
+    broken = tmp_path / "broken.pt"
+    broken.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(CheckpointError, match="broken.pt"):
+        load_model(broken)
+
+
+def test_reproduce_writes_both_numbers_and_provenance(tmp_path):
+    rows = reproduce(
+        "table2",
+        checkpoints=tmp_path / "ckpt",
+        results=tmp_path / "results",
+        steps=1,
+        eval_size=4,
+        train_size=8,
+    )
+    assert [r.method for r in rows] == ["mist", "channelwise", "naive"]
+    table = (tmp_path / "results" / "table2.md").read_text()
+    assert "84.6%" in table and "--steps 1" in table  # the paper's number and the command
+    data = json.loads((tmp_path / "results" / "table2.json").read_text())
+    assert data["rows"][0]["ours"]["iou50"] is not None and data["rows"][0]["steps"] == 1
+    assert render("table2", rows) == table
+
+
+def test_python_dash_m_entry_point_prints_help():
+    done = subprocess.run(
+        [sys.executable, "-m", "mistlib", "--help"], capture_output=True, text=True, cwd=ROOT
+    )
+    assert done.returncode == 0 and "reproduce" in done.stdout
+
+
+def test_tiny_resume_through_the_cli_matches_an_uninterrupted_run(tmp_path, capsys):
+    base = ["train", "--method", "naive", "--batch-size", "2", "--train-size", "8", "--eval-size", "2"]
+    straight, parted = tmp_path / "a.pt", tmp_path / "b.pt"
+    assert main([*base, "--steps", "4", "--out", str(straight), "--device", "cpu"]) == 0
+    # a run "killed" after 2 steps leaves its resumable checkpoint; --resume continues it to step 4
+    from mistlib.experiments import build_model, build_trainer, dataset_tensors, make_dataset
+
+    experiment = recipe("reconstruct", "mnist-hard", "naive", train_size=8)
+    experiment.train.update(steps=4, batch_size=2, device="cpu")
+    trainer = build_trainer(experiment, build_model(experiment))
+    trainer.fit(
+        dataset_tensors(make_dataset(experiment, "train", 8))[0], checkpoint=tmp_path / "b.pt.resume", steps=2
+    )
+    assert main([*base, "--steps", "4", "--out", str(parted), "--device", "cpu", "--resume"]) == 0
+    a = load_model(straight)[0].state_dict()
+    b = load_model(parted)[0].state_dict()
+    assert all(torch.equal(a[name], b[name]) for name in a)
