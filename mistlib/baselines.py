@@ -28,7 +28,8 @@ from mistlib.training import TrainConfig, Trainer, resolve_device
 def grid_keypoints(k: int, image_size: int) -> torch.Tensor:
     """K = g*g windows tiling a square image: centres of a g x g grid, side image_size / g.
 
-    Returns: (K, 3) as (x, y, s), rows first (x varies fastest).
+    Returns: (K, 3) as (x, y, s) in pixels, rows first (x varies fastest).
+
     Example:
         >>> grid_keypoints(4, 80)[:2].tolist()
         [[19.5, 19.5, 40.0], [59.5, 19.5, 40.0]]
@@ -44,7 +45,18 @@ def grid_keypoints(k: int, image_size: int) -> torch.Tensor:
 
 
 class GridMIST(MIST):
-    """The "grid" baseline: K fixed windows tiling the image; only the task network learns."""
+    """The "grid" baseline: K fixed windows tiling the image; only the task network learns.
+
+    ``k`` must be a square number g*g; the windows are :func:`grid_keypoints` of ``image_size``, the same for
+    every image. images (B, C, H, W) -> :class:`~mistlib.model.MISTOutput` with keypoints (B, K, 3) and an
+    empty ``heatmap`` (there is no heatmap network).
+
+    Example:
+        >>> config = MISTConfig(image_size=32, k=4, task_width=2)
+        >>> out = GridMIST(config)(torch.rand(2, 1, 32, 32))
+        >>> out.keypoints.shape, out.keypoints[1, :2].tolist(), out.heatmap.numel()
+        (torch.Size([2, 4, 3]), [[7.5, 7.5, 16.0], [23.5, 7.5, 16.0]], 0)
+    """
 
     def __init__(self, config: MISTConfig | None = None) -> None:
         super().__init__(config)
@@ -70,6 +82,16 @@ class ChannelwiseMIST(MIST):
     K channels instead of 1 (as in Zhang et al.). Channel k gives keypoint k at the expected position
     of a spatial softmax over that channel; every patch has the fixed side ``reference_size``. All of it is
     differentiable, so the method trains end to end through the sampler.
+
+    images (B, C, H, W) -> :class:`~mistlib.model.MISTOutput` whose ``heatmap`` holds the K softmax maps
+    (B, K, H, W) and whose keypoints (B, K, 3) all have ``s = reference_size``.
+
+    Example:
+        >>> config = MISTConfig(image_size=32, k=4, scales=(8.0, 12.0), reference_size=8.0,
+        ...                     heatmap_channels=4, heatmap_blocks=1, task_width=2)  # a tiny model
+        >>> out = ChannelwiseMIST(config)(torch.rand(2, 1, 32, 32))
+        >>> out.heatmap.shape, out.keypoints.shape, out.keypoints[..., 2].unique().tolist()
+        (torch.Size([2, 4, 32, 32]), torch.Size([2, 4, 3]), [8.0])
     """
 
     def __init__(self, config: MISTConfig | None = None) -> None:
@@ -95,7 +117,15 @@ class ChannelwiseMIST(MIST):
 
 @dataclass
 class EndToEndConfig(TrainConfig):
-    """Plain back-propagation through the whole pipeline (grid, channel-wise, naive top-K)."""
+    """Plain back-propagation through the whole pipeline (grid, channel-wise, naive top-K).
+
+    Adds two learning rates to the fields of :class:`~mistlib.training.TrainConfig`.
+
+    Example:
+        >>> config = EndToEndConfig(steps=100)
+        >>> config.steps, config.lr_task, config.lr_heatmap
+        (100, 0.001, 0.0001)
+    """
 
     lr_task: float = 1e-3  # Adam learning rate of the task network
     lr_heatmap: float = 1e-4  # Adam learning rate of the heatmap network (if the model has one)
@@ -107,6 +137,17 @@ class EndToEndTrainer(Trainer):
     For a plain :class:`~mistlib.model.MIST` this is the naive top-K training that §6 argues against: the
     selection passes no gradient, so the heatmap network learns only through the scale weights (eq. 4)
     at the K pixels it already picked, and never from the locations it did not pick.
+
+    :meth:`train_step` takes images (B, C, H, W) and labels (B, L) (classification) or None; the loss it
+    logs is ``"task"``. ``fit`` (from :class:`~mistlib.training.Trainer`) takes the training set (N, C, H, W).
+
+    Example:
+        >>> model = GridMIST(MISTConfig(image_size=32, k=4, task_width=2))
+        >>> config = EndToEndConfig(steps=2, batch_size=2, log_every=1, device="cpu")
+        >>> trainer = EndToEndTrainer(model, "reconstruct", config)
+        >>> history = trainer.fit(torch.rand(4, 1, 32, 32))
+        >>> trainer.step, [sorted(entry) for entry in history]
+        (2, [['step', 'task'], ['step', 'task']])
     """
 
     kind = "end-to-end"

@@ -34,7 +34,18 @@ _WEIGHTS_ONLY_LEAVES = (*_JSON_LEAVES, bytes, complex, torch.dtype, torch.device
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, not ours, or of another kind; the message names the path."""
+    """A checkpoint file is missing, unreadable, not ours, or of another kind; the message names the path.
+
+    A subclass of ``ValueError``, raised by :func:`load_checkpoint`.
+
+    Example:
+        >>> load_checkpoint("no-such-folder/model.pt")
+        Traceback (most recent call last):
+        ...
+        mistlib.checkpoint.CheckpointError: checkpoint no-such-folder/model.pt does not exist
+        >>> issubclass(CheckpointError, ValueError)
+        True
+    """
 
 
 def _check_config(value: Any, where: str = "config") -> None:

@@ -11,34 +11,75 @@ import torch
 
 
 def check_tensor(name: str, value: object) -> torch.Tensor:
-    """Raise unless ``value`` is a tensor; return it."""
+    """Raise unless ``value`` is a tensor (any shape); return it.
+
+    Example:
+        >>> check_tensor("images", torch.zeros(2, 3)).shape
+        torch.Size([2, 3])
+        >>> check_tensor("images", [[0.0]])
+        Traceback (most recent call last):
+        ...
+        ValueError: images must be a torch.Tensor, got list
+    """
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {type(value).__name__}")
     return value
 
 
 def check_rank(name: str, tensor: torch.Tensor, rank: int, layout: str) -> None:
-    """Raise unless ``tensor`` has ``rank`` dimensions; ``layout`` spells them, e.g. ``"(B, C, H, W)"``."""
+    """Raise unless ``tensor`` has ``rank`` dimensions; ``layout`` spells them, e.g. ``"(B, C, H, W)"``.
+
+    Example:
+        >>> check_rank("images", torch.zeros(2, 1, 8, 8), 4, "(B, C, H, W)")
+        >>> check_rank("images", torch.zeros(80, 80), 4, "(B, C, H, W)")
+        Traceback (most recent call last):
+        ...
+        ValueError: images must have shape (B, C, H, W), got shape (80, 80)
+    """
     check_tensor(name, tensor)
     if tensor.dim() != rank:
         raise ValueError(f"{name} must have shape {layout}, got shape {tuple(tensor.shape)}")
 
 
 def check_float(name: str, tensor: torch.Tensor) -> None:
-    """Raise unless ``tensor`` is floating point."""
+    """Raise unless ``tensor`` (any shape) is floating point.
+
+    Example:
+        >>> check_float("images", torch.zeros(1, 1, 2, 2))
+        >>> check_float("images", torch.zeros(1, 1, 2, 2, dtype=torch.uint8))
+        Traceback (most recent call last):
+        ...
+        ValueError: images must be a floating-point tensor, got dtype torch.uint8
+    """
     if not tensor.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
 
 
 def check_finite(name: str, tensor: torch.Tensor) -> None:
-    """Raise if ``tensor`` holds NaN or infinity (one device sync; entry points only)."""
+    """Raise if ``tensor`` (any shape) holds NaN or infinity (one device sync; entry points only).
+
+    Example:
+        >>> check_finite("scores", torch.tensor([0.0, 1.0]))
+        >>> check_finite("scores", torch.tensor([0.0, float("nan"), float("inf")]))
+        Traceback (most recent call last):
+        ...
+        ValueError: scores contains 2 NaN or infinite value(s)
+    """
     if not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
 
 
 def check_images(name: str, images: torch.Tensor, channels: int | None = None) -> None:
-    """Raise unless ``images`` is a finite float (B, C, H, W) tensor, with ``channels`` channels if given."""
+    """Raise unless ``images`` is a finite float (B, C, H, W) tensor, with ``channels`` channels if given.
+
+    Example:
+        >>> check_images("images", torch.rand(2, 1, 8, 8), channels=1)
+        >>> check_images("images", torch.rand(2, 3, 8, 8), channels=1)
+        Traceback (most recent call last):
+        ...
+        ValueError: images must have 1 channel(s) (shape (B, 1, H, W)), got shape (2, 3, 8, 8)
+    """
     check_rank(name, images, 4, "(B, C, H, W)")
     check_float(name, images)
     if channels is not None and images.shape[1] != channels:
@@ -50,7 +91,17 @@ def check_images(name: str, images: torch.Tensor, channels: int | None = None) -
 
 
 def check_keypoints(name: str, keypoints: torch.Tensor, batch: int | None = None) -> None:
-    """Raise unless ``keypoints`` is a finite float ``(B, K, 3)`` tensor of ``(x, y, s)`` with ``s > 0``."""
+    """Raise unless ``keypoints`` is a finite float ``(B, K, 3)`` tensor of ``(x, y, s)`` with ``s > 0``.
+
+    ``batch``, when given, is the batch size ``B`` the keypoints must have (that of the images).
+
+    Example:
+        >>> check_keypoints("keypoints", torch.tensor([[[4.0, 5.0, 8.0]]]), batch=1)
+        >>> check_keypoints("keypoints", torch.tensor([[[4.0, 5.0, 0.0]]]))
+        Traceback (most recent call last):
+        ...
+        ValueError: keypoints must have positive patch sides s (keypoints[..., 2] > 0)
+    """
     check_rank(name, keypoints, 3, "(B, K, 3) as (x, y, s)")
     if keypoints.shape[-1] != 3:
         raise ValueError(f"{name} must have shape (B, K, 3) as (x, y, s), got shape {tuple(keypoints.shape)}")
@@ -63,7 +114,15 @@ def check_keypoints(name: str, keypoints: torch.Tensor, batch: int | None = None
 
 
 def check_scales(name: str, scales: torch.Tensor) -> None:
-    """Raise unless ``scales`` is a 1-D, positive, strictly increasing float tensor of side lengths."""
+    """Raise unless ``scales`` is an ``(S,)``, positive, strictly increasing float tensor of side lengths.
+
+    Example:
+        >>> check_scales("scales", torch.tensor([16.0, 20.0, 25.0]))
+        >>> check_scales("scales", torch.tensor([20.0, 16.0]))
+        Traceback (most recent call last):
+        ...
+        ValueError: scales must be strictly increasing, got [20.0, 16.0]
+    """
     check_rank(name, scales, 1, "(S,)")
     check_float(name, scales)
     if scales.numel() == 0:
@@ -76,7 +135,16 @@ def check_scales(name: str, scales: torch.Tensor) -> None:
 
 
 def check_positive_int(name: str, value: object, minimum: int = 1) -> int:
-    """Raise unless ``value`` is an int ``>= minimum``; return it."""
+    """Raise unless ``value`` is an int ``>= minimum`` (``bool`` is refused); return it.
+
+    Example:
+        >>> check_positive_int("k", 9)
+        9
+        >>> check_positive_int("k", 0)
+        Traceback (most recent call last):
+        ...
+        ValueError: k must be >= 1, got 0
+    """
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError(f"{name} must be an integer, got {value!r}")
     if value < minimum:

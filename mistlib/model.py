@@ -26,7 +26,18 @@ Task = Literal["reconstruct", "classify"]
 class MISTConfig:
     """Everything that defines a MIST model. The defaults fit MNIST hard (§7.1).
 
-    Override what differs with ``dataclasses.replace(MISTConfig(), k=25)``.
+    Override what differs with ``dataclasses.replace(MISTConfig(), k=25)``. Images fed to the model are
+    ``(B, in_channels, image_size, image_size)``; it extracts ``k`` patches ``(x, y, s)`` per image.
+
+    Example:
+        >>> from dataclasses import replace
+        >>> config = replace(MISTConfig(), k=25)
+        >>> config.k, config.heatmap_config().scales
+        (25, (16.0, 20.0, 25.0))
+        >>> MISTConfig(task="detect")
+        Traceback (most recent call last):
+        ...
+        ValueError: task must be 'reconstruct' or 'classify', got 'detect'
     """
 
     task: Task = "reconstruct"  # "reconstruct" (§5.1, auto-encoder) or "classify" (§5.2, classifier)
@@ -50,7 +61,7 @@ class MISTConfig:
             raise ValueError(f"task must be 'reconstruct' or 'classify', got {self.task!r}")
         if self.k < 1 or self.k > self.image_size**2:
             raise ValueError(f"k must be in [1, image_size**2 = {self.image_size**2}], got {self.k}")
-        if list(self.scales) != sorted(set(self.scales)) or min(self.scales) <= 0:
+        if not self.scales or list(self.scales) != sorted(set(self.scales)) or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive and strictly increasing, got {self.scales}")
 
     def heatmap_config(self) -> HeatmapConfig:
@@ -74,6 +85,15 @@ class MISTOutput:
     (B, K, C, P, P); ``task_output``: (B, K, C, P, P) decoded patches or (B, K, classes) logits;
     ``reconstruction``: (B, C, H, W) for the reconstruction task, else None; ``logits``:
     (B, K, classes) for the classification task, else None.
+
+    Example:
+        >>> config = MISTConfig(image_size=32, k=2, scales=(8.0, 12.0), reference_size=8.0,
+        ...                     heatmap_channels=4, heatmap_blocks=1, task_width=2)  # a tiny model
+        >>> out = MIST(config)(torch.rand(1, 1, 32, 32))
+        >>> out.heatmap.shape, out.keypoints.shape, out.patches.shape
+        (torch.Size([1, 2, 32, 32]), torch.Size([1, 2, 3]), torch.Size([1, 2, 1, 32, 32]))
+        >>> out.reconstruction.shape, out.logits is None
+        (torch.Size([1, 1, 32, 32]), True)
     """
 
     heatmap: torch.Tensor
@@ -85,7 +105,12 @@ class MISTOutput:
 
 
 def default_device() -> torch.device:
-    """CUDA when it is available, else the CPU."""
+    """CUDA when it is available, else the CPU.
+
+    Example:
+        >>> default_device().type in ("cuda", "cpu")
+        True
+    """
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 

@@ -41,6 +41,19 @@ NOTE = (
 
 @dataclass
 class Row:
+    """One line of a reproduced table: the experiment, our metrics beside the paper's, and its provenance.
+
+    ``ours`` and ``paper`` map metric names (``rmse``; ``iou50``, ``classification``, ``both``) to numbers,
+    ``None`` where there is none; ``command`` is the CLI line that trains the row.
+
+    Example:
+        >>> paper = PAPER[("reconstruct", "gabor", "mist")]
+        >>> row = Row("reconstruct", "gabor", "mist", {"rmse": 0.1}, paper, "python -m mistlib train",
+        ...           seed=0, steps=6000, device="cpu", wall_time_s=812.0)
+        >>> row.paper, row.steps
+        ({'rmse': 0.095}, 6000)
+    """
+
     task: str
     data: str
     method: str
@@ -65,7 +78,15 @@ def reproduce(
     """Build ``table`` ("table1" or "table2"), write ``results/<table>.{md,json}``, return its rows.
 
     A row whose checkpoint exists under ``checkpoints`` is loaded (unless ``retrain``); otherwise it is
-    trained with its recipe, with ``steps`` and ``train_size`` overridden when given.
+    trained with its recipe, with ``steps`` and ``train_size`` overridden when given. Each row is evaluated
+    on ``eval_size`` fresh test images (N, 1, 80, 80) by :func:`mistlib.experiments.evaluate`.
+
+    Example:
+        >>> reproduce("table3")
+        Traceback (most recent call last):
+        ...
+        ValueError: table must be one of table1, table2; got 'table3'
+        >>> rows = reproduce("table1", steps=10)  # trains or loads all 9 rows: minutes  # doctest: +SKIP
     """
     if table not in TABLES:
         raise ValueError(f"table must be one of {', '.join(TABLES)}; got {table!r}")
@@ -113,7 +134,15 @@ def _fmt(value: float | None, percent: bool) -> str:
 
 
 def render(table: str, rows: list[Row]) -> str:
-    """Markdown for a table: one line per row, ours beside the paper's."""
+    """Markdown for a table: one line per row, ours beside the paper's.
+
+    Example:
+        >>> paper = PAPER[("reconstruct", "gabor", "mist")]
+        >>> row = Row("reconstruct", "gabor", "mist", {"rmse": 0.1}, paper, "python -m mistlib train",
+        ...           seed=0, steps=6000, device="cpu", wall_time_s=812.0)
+        >>> print(render("table1", [row]).splitlines()[-1])
+        | reconstruct | gabor | mist | 0.100 / 0.095 | 6000 | cpu | 812 s | `python -m mistlib train` |
+    """
     metrics = ["rmse"] if table == "table1" else ["iou50", "classification", "both"]
     percent = table == "table2"
     header = ["task", "data", "method"] + [f"{m} (ours / paper)" for m in metrics]

@@ -23,7 +23,13 @@ from mistlib.checkpoint import load_checkpoint, save_checkpoint
 
 @dataclass
 class TrainConfig:
-    """What every trainer shares. Method-specific configs subclass it."""
+    """What every trainer shares. Method-specific configs subclass it.
+
+    Example:
+        >>> config = TrainConfig(steps=10, device="cpu")
+        >>> config.steps, config.batch_size, config.seed
+        (10, 32, 0)
+    """
 
     steps: int = 2000  # optimisation steps (batches)
     batch_size: int = 32  # images per step (the authors' code: 32)
@@ -34,14 +40,27 @@ class TrainConfig:
 
 
 def resolve_device(device: str) -> torch.device:
-    """``"auto"`` -> CUDA when available, else the CPU; anything else is passed to ``torch.device``."""
+    """``"auto"`` -> CUDA when available, else the CPU; anything else is passed to ``torch.device``.
+
+    Example:
+        >>> resolve_device("cpu")
+        device(type='cpu')
+        >>> resolve_device("auto").type in ("cuda", "cpu")
+        True
+    """
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
 
 
 def step_generator(seed: int, step: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """A generator owned by one step: the same ``(seed, step)`` always draws the same numbers."""
+    """A generator owned by one step: the same ``(seed, step)`` always draws the same numbers.
+
+    Example:
+        >>> first = torch.rand(3, generator=step_generator(seed=0, step=5))  # (3,)
+        >>> torch.equal(first, torch.rand(3, generator=step_generator(seed=0, step=5)))
+        True
+    """
     generator = torch.Generator(device=device)
     generator.manual_seed((seed * 1_000_003 + step) % (2**63 - 1))
     return generator
@@ -51,6 +70,13 @@ def batch_indices(num_items: int, batch_size: int, seed: int, step: int) -> torc
     """Indices of the batch of step ``step``: epochs are seeded permutations, batches never straddle two.
 
     Returns: (batch_size,) int64 on the CPU. ``batch_size`` is capped at ``num_items``.
+
+    Example:
+        >>> batch_indices(10, 4, seed=0, step=0).shape
+        torch.Size([4])
+        >>> epoch = torch.cat([batch_indices(6, 3, seed=0, step=t) for t in (0, 1)])  # one epoch: 2 batches
+        >>> sorted(epoch.tolist())
+        [0, 1, 2, 3, 4, 5]
     """
     batch_size = min(batch_size, num_items)
     per_epoch = num_items // batch_size
@@ -60,7 +86,31 @@ def batch_indices(num_items: int, batch_size: int, seed: int, step: int) -> torc
 
 
 class Trainer:
-    """Base class: a subclass sets model, config and optimizers, and implements train_step."""
+    """Base class: a subclass sets model, config and optimizers, and implements train_step.
+
+    :meth:`fit` takes the whole training set, images (N, C, H, W) and labels (N, L) or None, and hands
+    :meth:`train_step` one batch (B, C, H, W) per step. :meth:`save` also stores ``asdict(model.config)``,
+    so models that are saved need a dataclass ``config``.
+
+    Example:
+        >>> class MeanTrainer(Trainer):  # learns one weight: the mean pixel value
+        ...     kind = "mean"
+        ...     def __init__(self, config):
+        ...         super().__init__()
+        ...         self.model, self.config = nn.Linear(1, 1, bias=False), config
+        ...         self.optimizers = {"sgd": torch.optim.SGD(self.model.parameters(), lr=0.5)}
+        ...     def train_step(self, images, labels):
+        ...         optimiser = self.optimizers["sgd"]
+        ...         optimiser.zero_grad()
+        ...         loss = (self.model.weight.sum() - images.mean()).square()
+        ...         loss.backward()
+        ...         optimiser.step()
+        ...         return {"loss": loss.item()}
+        >>> trainer = MeanTrainer(TrainConfig(steps=20, batch_size=4, log_every=10, device="cpu"))
+        >>> history = trainer.fit(torch.full((8, 1, 2, 2), 0.5))
+        >>> [entry["step"] for entry in history], round(trainer.model.weight.item(), 3)
+        ([10, 20], 0.5)
+    """
 
     kind = "trainer"
     model: nn.Module
@@ -132,7 +182,9 @@ class Trainer:
             images: (N, C, H, W) the training set, moved to the model's device once.
             labels: (N, L) int64 padded with -1 (classification), or None.
             checkpoint: where to save every ``checkpoint_every`` steps and at the end (atomic writes).
-            steps: total number of steps to reach; lets a caller stop early to test resuming.
+            steps: total number of steps to reach; lets a caller stop early to test resuming. History
+                entries still close every ``log_every`` steps and at ``config.steps`` only, so a run stopped
+                early and resumed logs exactly what an uninterrupted run logs.
 
         Returns: the loss history.
         """

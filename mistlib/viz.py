@@ -57,6 +57,19 @@ def show_samples(
         title: optional figure title.
 
     Returns: a new Figure with one axes per image (B axes) and one Rectangle patch per drawn box.
+
+    Example:
+        >>> len(show_samples(torch.rand(3, 1, 8, 8)).axes)  # a bare (B, C, H, W) tensor: no boxes
+        3
+        >>> batch = {
+        ...     "images": torch.rand(2, 1, 8, 8),  # (B, C, H, W)
+        ...     "boxes": torch.tensor([[[1.0, 1, 4, 4], [0, 0, 0, 0]], [[2, 2, 6, 6], [3, 3, 7, 7]]]),  # xyxy
+        ...     "labels": torch.tensor([[3, -1], [5, 7]]),  # (B, L)
+        ...     "num_instances": torch.tensor([1, 2]),  # (B,): the second row of image 0 is padding
+        ... }
+        >>> fig = show_samples(batch, ncols=1)
+        >>> [len(ax.patches) for ax in fig.axes], [text.get_text() for text in fig.axes[1].texts]
+        ([1, 2], ['5', '7'])
     """
     images, all_boxes, all_labels = _unpack(batch)
     count = len(images)

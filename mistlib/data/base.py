@@ -34,6 +34,12 @@ def split_rng(name: str, split: str, seed: int) -> np.random.Generator:
 
     ``np.random.SeedSequence`` mixes the three, so train and test (and the different datasets) draw from
     unrelated streams even with the same ``seed``.
+
+    Example:
+        >>> same = split_rng("gabor", "train", 0).random() == split_rng("gabor", "train", 0).random()
+        >>> other = split_rng("gabor", "train", 0).random() != split_rng("gabor", "test", 0).random()
+        >>> bool(same), bool(other)
+        (True, True)
     """
     return np.random.default_rng([seed, SPLITS.index(split), zlib.crc32(name.encode())])
 
@@ -41,7 +47,15 @@ def split_rng(name: str, split: str, seed: int) -> np.random.Generator:
 def check_range(
     name: str, value: tuple[float, float], low: float | None = None, high: float | None = None
 ) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is a pair ``low <= a <= b <= high``."""
+    """Raise ``ValueError`` naming ``name`` unless ``value`` is a pair ``low <= a <= b <= high``.
+
+    Example:
+        >>> check_range("weight_range", (0.5, 1.0), low=0.0)
+        >>> check_range("weight_range", (1.0, 0.5))
+        Traceback (most recent call last):
+        ...
+        ValueError: weight_range must be a finite pair with low <= high, got (1.0, 0.5)
+    """
     if not isinstance(value, tuple | list) or len(value) != 2:
         raise ValueError(f"{name} must be a pair (low, high), got {value!r}")
     a, b = value
@@ -54,7 +68,15 @@ def check_range(
 def check_number(
     name: str, value: float, low: float, high: float = float("inf"), open_low: bool = False
 ) -> None:
-    """Raise ``ValueError`` naming ``name`` unless ``low <= value <= high`` (``low < value`` if open_low)."""
+    """Raise ``ValueError`` naming ``name`` unless ``low <= value <= high`` (``low < value`` if open_low).
+
+    Example:
+        >>> check_number("background", 0.5, 0.0, 1.0)
+        >>> check_number("contrast", 0.0, 0.0, open_low=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: contrast must be in (0.0, inf], got 0.0
+    """
     if isinstance(value, bool) or not isinstance(value, int | float) or not np.isfinite(value):
         raise ValueError(f"{name} must be a finite number, got {value!r}")
     if value < low or value > high or (open_low and value == low):
@@ -63,7 +85,14 @@ def check_number(
 
 
 def to_float(images: torch.Tensor) -> torch.Tensor:
-    """Stored images to float32 in [0, 1]: uint8 is read as ``k / 255``, uint16 as ``k / UINT16_SCALE``."""
+    """Stored images to float32 in [0, 1]: uint8 is read as ``k / 255``, uint16 as ``k / UINT16_SCALE``.
+
+    Any shape, e.g. ``(N, C, H, W)``; other dtypes are only cast to float32.
+
+    Example:
+        >>> to_float(torch.tensor([0, 51, 255], dtype=torch.uint8))
+        tensor([0.0000, 0.2000, 1.0000])
+    """
     scale = {torch.uint8: 255.0, torch.uint16: float(UINT16_SCALE)}.get(images.dtype, 1.0)
     return images.float() / scale
 
@@ -83,6 +112,25 @@ class InstanceDataset(Dataset):
         num_instances: int64 ``(size,)``: how many of the ``L`` rows are real instances.
         from_cache: whether the data were read from the cache.
         cache_file: the cache file (``None`` with ``cache=False``).
+
+    Example:
+        >>> from dataclasses import dataclass
+        >>> @dataclass(frozen=True)
+        ... class DotsConfig:
+        ...     image_size: int = 8
+        >>> class Dots(InstanceDataset):  # one bright pixel per image, its 2x2 box as ground truth
+        ...     name, config_class = "dots", DotsConfig
+        ...     def generate(self, rng):
+        ...         n, side = self.size, self.config.image_size
+        ...         xy = torch.from_numpy(rng.integers(1, side - 1, size=(n, 1, 2)))  # (N, L=1, 2)
+        ...         images = torch.zeros(n, 1, side, side)  # (N, C, H, W)
+        ...         images[torch.arange(n), 0, xy[:, 0, 1], xy[:, 0, 0]] = 1.0
+        ...         return {"images": images, "boxes": torch.cat([xy - 1, xy + 1], -1).float(),
+        ...                 "labels": torch.zeros(n, 1, dtype=torch.int64), "centers": xy.float(),
+        ...                 "num_instances": torch.ones(n, dtype=torch.int64)}
+        >>> dots = Dots("train", size=3, cache=False)
+        >>> len(dots), dots.images.shape, dots[0]["boxes"].shape, dots[0]["image"].sum().item()
+        (3, torch.Size([3, 1, 8, 8]), torch.Size([1, 4]), 1.0)
     """
 
     name: ClassVar[str]
@@ -180,6 +228,17 @@ def collate(items: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
     Returns: ``images`` (B, C, H, W); every per-instance field padded along its first dim to ``L = max L_n``
     (``boxes`` (B, L, 4) with zeros, ``labels`` (B, L) with -1, others with zeros); ``num_instances`` (B,).
+
+    Example:
+        >>> items = [
+        ...     {"image": torch.zeros(1, 4, 4), "boxes": torch.ones(2, 4), "labels": torch.tensor([3, 5])},
+        ...     {"image": torch.zeros(1, 4, 4), "boxes": torch.ones(1, 4), "labels": torch.tensor([7])},
+        ... ]
+        >>> batch = collate(items)
+        >>> batch["images"].shape, batch["boxes"].shape
+        (torch.Size([2, 1, 4, 4]), torch.Size([2, 2, 4]))
+        >>> batch["labels"].tolist(), batch["num_instances"].tolist()  # padded with -1
+        ([[3, 5], [7, -1]], [2, 1])
     """
     if not items:
         raise ValueError("items must be a non-empty list of dataset items")

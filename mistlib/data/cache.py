@@ -28,6 +28,12 @@ def data_dir() -> Path:
 
     It holds ``mnist/`` (the optional full MNIST IDX files), ``cache/`` (generated sets) and ``preview/``.
     Nothing is created here; writers create the sub-folder they need.
+
+    Example:
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, MIST_DATA_DIR="/srv/mist-data"):
+        ...     print(data_dir().as_posix())
+        /srv/mist-data
     """
     env = os.environ.get("MIST_DATA_DIR")
     if env:
@@ -43,6 +49,12 @@ def cache_key(name: str, config: object, seed: int, split: str, size: int, sourc
         config: the dataset's config dataclass (all its fields enter the key).
         seed, split, size: the dataset's arguments.
         source: what else the content depends on, e.g. the MNIST digits' fingerprint ("" if nothing).
+
+    Example:
+        >>> from mistlib.data.gabor import GaborConfig
+        >>> key = cache_key("gabor", GaborConfig(), seed=0, split="train", size=10, source="")
+        >>> len(key), key == cache_key("gabor", GaborConfig(), seed=1, split="train", size=10, source="")
+        (64, False)
     """
     identity = {
         "name": name,
@@ -58,12 +70,28 @@ def cache_key(name: str, config: object, seed: int, split: str, size: int, sourc
 
 
 def cache_path(name: str, split: str, size: int, seed: int, key: str) -> Path:
-    """The cache file of a set: ``<data dir>/cache/<name>-<split>-n<size>-s<seed>-<key[:16]>.pt``."""
+    """The cache file of a set: ``<data dir>/cache/<name>-<split>-n<size>-s<seed>-<key[:16]>.pt``.
+
+    Example:
+        >>> path = cache_path("gabor", "train", 10, 0, "0123456789abcdef" * 4)
+        >>> path.parent.name, path.name
+        ('cache', 'gabor-train-n10-s0-0123456789abcdef.pt')
+    """
     return data_dir() / "cache" / f"{name}-{split}-n{size}-s{seed}-{key[:16]}.pt"
 
 
 def save_cached(path: Path, key: str, tensors: dict[str, torch.Tensor]) -> None:
-    """Write ``tensors`` (and ``key``) to ``path`` atomically: a reader never sees a half-written file."""
+    """Write ``tensors`` (and ``key``) to ``path`` atomically: a reader never sees a half-written file.
+
+    Missing parent folders are created. See :func:`load_cached` for reading it back.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = Path(tmp) / "cache" / "set.pt"
+        ...     save_cached(path, "my-key", {"images": torch.zeros(2, 1, 4, 4)})
+        ...     print(sorted(p.name for p in path.parent.iterdir()))
+        ['set.pt']
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
@@ -94,6 +122,19 @@ def load_cached(
 
     Returns ``None`` (with a ``RuntimeWarning`` for anything but a missing file) when the file is missing,
     unreadable, written for another key, or lacks a tensor / has a wrong shape.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = Path(tmp) / "set.pt"
+        ...     print(load_cached(path, "my-key", {"images": (2,)}))  # missing: no warning
+        ...     save_cached(path, "my-key", {"images": torch.zeros(2, 1, 4, 4)})  # (N, C, H, W)
+        ...     print(load_cached(path, "my-key", {"images": (2, 1)})["images"].shape)
+        ...     with warnings.catch_warnings(record=True) as caught:
+        ...         warnings.simplefilter("always")
+        ...         print(load_cached(path, "other-key", {"images": (2,)}), len(caught))
+        None
+        torch.Size([2, 1, 4, 4])
+        None 1
     """
     if not path.exists():
         return None

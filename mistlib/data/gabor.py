@@ -31,7 +31,17 @@ CHUNK = 256  # images rendered per batched matrix product
 
 @dataclass(frozen=True)
 class GaborConfig:
-    """Parameters of the Gabor-noise generator; images are ``image_size`` x ``image_size``, one channel."""
+    """Parameters of the Gabor-noise generator; images are ``image_size`` x ``image_size``, one channel.
+
+    Example:
+        >>> config = GaborConfig(num_impulses=10)
+        >>> config.num_impulses, round(config.box_size, 2)
+        (10, 16.28)
+        >>> GaborConfig(frequency=0.7)
+        Traceback (most recent call last):
+        ...
+        ValueError: frequency must be in [0.0, 0.5], got 0.7
+    """
 
     image_size: int = 80  # side of the square image (pixels)
     num_impulses: int = 25  # impulses per image (count="fixed") or their expected number (count="poisson")
@@ -66,7 +76,12 @@ class GaborConfig:
 
     @property
     def box_size(self) -> float:
-        """Side of an instance's box (pixels): ``2 sqrt(ln(1/level) / pi) / a``."""
+        """Side of an instance's box (pixels): ``2 sqrt(ln(1/level) / pi) / a``.
+
+        Example:
+            >>> round(GaborConfig(bandwidth=0.12, envelope_level=0.05).box_size, 2)
+            16.28
+        """
         return 2 * math.sqrt(math.log(1 / self.envelope_level) / math.pi) / self.bandwidth
 
 
@@ -82,6 +97,13 @@ def gabor_layers(
         positions: ``(N, K, 2)`` as (x, y) pixels; orientations, weights: ``(N, K)`` (weight 0 = no impulse).
 
     Returns: float64 ``(N, H, W)``.
+
+    Example:
+        >>> positions = torch.tensor([[[5.0, 7.0]]])  # (N, K, 2): one impulse at x = 5, y = 7
+        >>> orientations, weights = torch.zeros(1, 1), torch.full((1, 1), 0.8)  # (N, K) each
+        >>> layers = gabor_layers(GaborConfig(image_size=16), positions, orientations, weights)
+        >>> layers.shape, round(layers[0, 7, 5].item(), 6)  # at its impulse, a kernel is worth its weight
+        (torch.Size([1, 16, 16]), 0.8)
     """
     grid = torch.arange(config.image_size, dtype=torch.float64)  # pixel centres, x = j and y = i
     a2, f = math.pi * config.bandwidth**2, 2 * math.pi * config.frequency
@@ -101,6 +123,15 @@ class GaborNoise(InstanceDataset):
 
     Extra attributes (and item fields): ``orientations`` float32 ``(size, L)`` radians, ``weights`` float32
     ``(size, L)``; ``centers`` are the impulse positions. Labels are all -1 (the kernels have no class).
+    Images are ``(size, 1, H, W)`` float32 in [0, 1].
+
+    Example:
+        >>> noise = GaborNoise("test", size=2, config=GaborConfig(image_size=32, num_impulses=3), cache=False)
+        >>> item = noise[0]
+        >>> item["image"].shape, item["boxes"].shape, item["labels"].tolist(), item["orientations"].shape
+        (torch.Size([1, 32, 32]), torch.Size([3, 4]), [-1, -1, -1], torch.Size([3]))
+        >>> noise.instance_images(0).shape  # (L, H, W): each kernel alone
+        torch.Size([3, 32, 32])
     """
 
     name = "gabor"

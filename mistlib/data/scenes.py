@@ -30,7 +30,16 @@ SNAP = math.sqrt(2)  # pasting at whole pixels moves two centres together by at 
 
 @dataclass(frozen=True)
 class MNISTEasyConfig:
-    """MNIST easy (§7.1): a digit of class k in cell k (row-major) of a grid, jittered about the centre."""
+    """MNIST easy (§7.1): a digit of class k in cell k (row-major) of a grid, jittered about the centre.
+
+    Example:
+        >>> MNISTEasyConfig().grid ** 2  # digits (and classes) per image
+        9
+        >>> MNISTEasyConfig(grid=4)
+        Traceback (most recent call last):
+        ...
+        ValueError: grid must be <= 3 (one class 0..9 per cell), got 4
+    """
 
     image_size: int = 80  # side of the square image (pixels)
     grid: int = 3  # the grid has grid x grid cells, holding classes 0 .. grid^2 - 1 in order (so grid <= 3)
@@ -50,7 +59,13 @@ class MNISTEasyConfig:
 
 @dataclass(frozen=True)
 class MNISTHardConfig:
-    """MNIST hard (§7.1): digits of random identity (repeats allowed) and size at Poisson-disk positions."""
+    """MNIST hard (§7.1): digits of random identity (repeats allowed) and size at Poisson-disk positions.
+
+    Example:
+        >>> config = MNISTHardConfig(num_digits=5)
+        >>> config.num_digits, tuple(round(v, 2) for v in config.domain())
+        (5, (12.14, 54.71))
+    """
 
     image_size: int = 80  # side of the square image (pixels)
     num_digits: int = 9  # digits per image; each is drawn uniformly from the split's digits
@@ -82,7 +97,12 @@ class MNISTHardConfig:
             )
 
     def domain(self) -> tuple[float, float]:
-        """``(low, side)``: centres are drawn in ``[low, low + side]^2``, so every box lies in the image."""
+        """``(low, side)``: centres are drawn in ``[low, low + side]^2``, so every box lies in the image.
+
+        Example:
+            >>> tuple(round(v, 2) for v in MNISTHardConfig(frame_sizes=(28, 28)).domain())  # boxes of 20 px
+            (10.0, 59.0)
+        """
         half = self.frame_sizes[1] * INK_FRACTION / 2 + 0.5  # largest half box + the snap to whole pixels
         return half - 0.5, self.image_size - 2 * half
 
@@ -95,7 +115,12 @@ def _centred_digits(split: str, fingerprint: str) -> tuple[np.ndarray, np.ndarra
 
 
 def resize_digits(digits: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 digits ``(M, 28, 28)`` to ``(M, size, size)`` (bilinear, antialiased), as uint8."""
+    """Resize uint8 digits ``(M, 28, 28)`` to ``(M, size, size)`` (bilinear, antialiased), as uint8.
+
+    Example:
+        >>> resize_digits(np.zeros((2, 28, 28), np.uint8), 14).shape
+        (2, 14, 14)
+    """
     if size == digits.shape[-1]:
         return digits
     out = F.interpolate(
@@ -116,6 +141,12 @@ def paste_digits(
         image_size: side of the square canvases.
 
     Returns: uint8 ``(N, image_size, image_size)``.
+
+    Example:
+        >>> white = np.full((1, 28, 28), 255, np.uint8)  # one all-ink digit
+        >>> canvas = paste_digits(white, np.array([[0]]), np.array([[4]]), np.array([[[1, 2]]]), image_size=8)
+        >>> canvas.shape, np.argwhere(canvas[0]).min(0).tolist(), np.argwhere(canvas[0]).max(0).tolist()
+        ((1, 8, 8), [1, 2], [4, 5])
     """
     margin = int(sizes.max())  # paste into a padded canvas, so frames sticking out need no special case
     canvas = np.zeros((len(ids), image_size + 2 * margin, image_size + 2 * margin), np.uint8)
@@ -139,6 +170,13 @@ def frame_geometry(centers: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, 
 
     Returns: ``corners`` int64 ``(N, L, 2)`` as (row, col), the snapped ``centers`` float32 ``(N, L, 2)`` and
     ``boxes`` float32 ``(N, L, 4)`` xyxy (the central 20/28 of each frame).
+
+    Example:
+        >>> corners, centers, boxes = frame_geometry(np.array([[[30.2, 40.9]]]), np.array([[22]]))
+        >>> corners.tolist(), centers.tolist()  # a 22-px frame's centre sits on a half pixel
+        ([[[30, 20]]], [[[30.5, 40.5]]])
+        >>> [round(v, 2) for v in boxes[0, 0].tolist()]  # xyxy, side 22 * 20 / 28 = 15.71 px
+        [22.64, 32.64, 38.36, 48.36]
     """
     half = (sizes[..., None] - 1) / 2  # (N, L, 1)
     corner_xy = np.rint(centers - half).astype(np.int64)  # (N, L, 2) as (col, row)
@@ -198,6 +236,16 @@ class MNISTEasy(_MNISTScene):
 
     Centres are not clipped (the jitter is exactly Gaussian), so a digit near the border may be cut by it;
     its box is then kept whole (a square that sticks out of the image).
+
+    Images are ``(size, 1, 80, 80)`` float32 in [0, 1]; besides the fields of :class:`InstanceDataset`,
+    ``digit_ids``, ``frame_sizes`` ``(size, L)`` and ``corners`` ``(size, L, 2)`` record how each was made.
+
+    Example:
+        >>> easy = MNISTEasy("test", size=2, cache=False)
+        >>> easy.images.shape, easy.labels[0].tolist()
+        (torch.Size([2, 1, 80, 80]), [0, 1, 2, 3, 4, 5, 6, 7, 8])
+        >>> easy[0]["boxes"].shape, easy.instance_images(0).shape  # (L, 4) and (L, H, W)
+        (torch.Size([9, 4]), torch.Size([9, 80, 80]))
     """
 
     name = "mnist-easy"
@@ -226,6 +274,15 @@ class MNISTHard(_MNISTScene):
     final centres. The sampler grows its points from a uniform first one and returns the first ``num_digits``;
     at the default density they fill the square. If it stops short of ``num_digits`` points (no room left
     around them) it is rerun on the same random stream, up to ``max_tries`` times.
+
+    Images are ``(size, 1, 80, 80)`` float32 in [0, 1]; the extra fields are those of :class:`MNISTEasy`.
+
+    Example:
+        >>> hard = MNISTHard("test", size=2, config=MNISTHardConfig(num_digits=3), cache=False)
+        >>> hard.images.shape, hard[1]["boxes"].shape, hard[1]["labels"].shape
+        (torch.Size([2, 1, 80, 80]), torch.Size([3, 4]), torch.Size([3]))
+        >>> bool(torch.pdist(hard.centers[0]).min() >= 12.0)  # min_distance holds between centres (x, y)
+        True
     """
 
     name = "mnist-hard"
@@ -246,6 +303,11 @@ def poisson_disk(count: int, radius: float, config: MNISTHardConfig, rng: np.ran
     """``count`` points in the unit square, pairwise at least ``radius`` apart: ``(count, 2)``.
 
     Raises ``ValueError`` (naming ``num_digits`` and ``min_distance``) after ``config.max_tries`` short draws.
+
+    Example:
+        >>> points = poisson_disk(5, 0.2, MNISTHardConfig(), np.random.default_rng(0))
+        >>> points.shape, bool(torch.pdist(torch.from_numpy(points)).min() >= 0.2)
+        ((5, 2), True)
     """
     from scipy.stats import qmc  # imported here: scipy.stats takes most of a second to import
 
