@@ -56,6 +56,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         retrain=args.retrain,
         steps=args.steps,
         eval_size=args.size,
+        train_size=args.train_size,
     )
     return 0
 

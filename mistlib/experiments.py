@@ -31,7 +31,20 @@ MODEL_CLASSES = {"mist": MIST, "naive": MIST, "grid": GridMIST, "channelwise": C
 
 @dataclass
 class Experiment:
-    """One row of a table: what to train, on what, how long, and with which seed."""
+    """One row of a table: what to train, on what, how long, and with which seed.
+
+    ``model`` may also be given as a dict (as read back from a checkpoint); it becomes a ``MISTConfig``.
+    The model sees images (B, C, H, W) of the dataset's size (80 x 80, one channel, for all three).
+
+    Example:
+        >>> experiment = Experiment(data="mnist-easy", method="grid")
+        >>> experiment.name, experiment.model.k
+        ('reconstruct-mnist-easy-grid', 9)
+        >>> Experiment(task="classify", data="gabor")
+        Traceback (most recent call last):
+        ...
+        ValueError: data 'gabor' has no classes: only task 'reconstruct' applies to it
+    """
 
     task: str = "reconstruct"  # "reconstruct" or "classify"
     data: str = "mnist-hard"  # "mnist-easy", "mnist-hard" or "gabor"
@@ -60,12 +73,22 @@ class Experiment:
         return f"{self.task}-{self.data}-{self.method}"
 
     def trainer_config(self) -> LiftingConfig | EndToEndConfig:
+        """The trainer config: ``LiftingConfig`` for "mist", else ``EndToEndConfig``, with ``seed`` and
+        the overrides of ``train``."""
         base = LiftingConfig if self.method == "mist" else EndToEndConfig
         return base(**{"seed": self.seed, **self.train})
 
 
 def recipe(task: str, data: str, method: str, **overrides) -> Experiment:
-    """The settings we use for a table row; keyword overrides go to :class:`Experiment` fields."""
+    """The settings we use for a table row; keyword overrides go to :class:`Experiment` fields.
+
+    Example:
+        >>> experiment = recipe("reconstruct", "gabor", "mist", seed=3)
+        >>> experiment.name, experiment.seed, experiment.model.k, experiment.model.background
+        ('reconstruct-gabor-mist', 3, 25, 0.5)
+        >>> experiment.train["steps"], experiment.trainer_config().seed
+        (6000, 3)
+    """
     model = MISTConfig(task=task)
     if data == "gabor":
         gabor = GaborConfig()
@@ -74,37 +97,85 @@ def recipe(task: str, data: str, method: str, **overrides) -> Experiment:
         )
     train = {"steps": 6000, "batch_size": 32}
     if method == "mist":
-        train.update(warmup_steps=500, lift_weighting=5.0, refine_iterations=4, refine_step=0.5)
+        # research/README.md: the auto-encoder must first learn to encode windows (per-patch loss on random
+        # windows), or stage 2 pushes keypoints off the ink; then small, gradient-proportional keypoint steps
+        train.update(warmup_steps=1500, lift_weighting=5.0, refine_iterations=4, refine_step=0.5)
     experiment = Experiment(task=task, data=data, method=method, model=model, train=train)
     return dataclasses.replace(experiment, **overrides)
 
 
 def gabor_scales(config: GaborConfig) -> tuple[float, ...]:
-    """Three scales around the side of a Gabor instance's box."""
+    """Three scales around the side of a Gabor instance's box: 0.8, 1 and 1.25 times it, in pixels.
+
+    Example:
+        >>> gabor_scales(GaborConfig())  # the box side is 16.28 px at the defaults
+        (13.02, 16.28, 20.34)
+    """
     side = float(config.box_size)
     return (round(side * 0.8, 2), round(side, 2), round(side * 1.25, 2))
 
 
 def make_dataset(experiment: Experiment, split: str, size: int, seed: int | None = None):
-    """The experiment's dataset for ``split`` (seeded by the experiment unless ``seed`` is given)."""
+    """The experiment's dataset for ``split`` (seeded by the experiment unless ``seed`` is given).
+
+    Its images are ``(size, C, H, W)``. The dataset is cached under the data directory
+    (:func:`mistlib.data.data_dir`); the example points that at a temporary folder.
+
+    Example:
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, MIST_DATA_DIR=tmp):
+        ...     dataset = make_dataset(Experiment(data="gabor"), "test", size=2)
+        >>> type(dataset).__name__, dataset.images.shape
+        ('GaborNoise', torch.Size([2, 1, 80, 80]))
+    """
     return DATASETS[experiment.data](split=split, size=size, seed=experiment.seed if seed is None else seed)
 
 
 def dataset_tensors(dataset) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """A whole dataset as tensors: images (N, C, H, W), boxes (N, L, 4), labels (N, L) padded with -1,
-    and valid (N, L) bool marking the real instances among the padding."""
+    and valid (N, L) bool marking the real instances among the padding.
+
+    Example:
+        >>> dataset = GaborNoise("test", size=2, config=GaborConfig(num_impulses=3), cache=False)
+        >>> images, boxes, labels, valid = dataset_tensors(dataset)
+        >>> images.shape, boxes.shape, labels.shape, valid.shape, bool(valid.all())
+        (torch.Size([2, 1, 80, 80]), torch.Size([2, 3, 4]), torch.Size([2, 3]), torch.Size([2, 3]), True)
+    """
     count = dataset.num_instances  # (N,)
     valid = torch.arange(dataset.boxes.shape[1]) < count[:, None]  # (N, L)
     return dataset.images, dataset.boxes, dataset.labels, valid
 
 
 def build_model(experiment: Experiment) -> MIST:
-    """A freshly initialised model for the experiment (weights seeded by ``experiment.seed``)."""
+    """A freshly initialised model for the experiment (weights seeded by ``experiment.seed``).
+
+    Seeds the global torch generator with ``experiment.seed``, so the same experiment gives the same weights.
+
+    Example:
+        >>> experiment = Experiment(method="grid", model=MISTConfig(k=4, task_width=2))
+        >>> first, second = build_model(experiment), build_model(experiment)
+        >>> pairs = zip(first.parameters(), second.parameters(), strict=True)
+        >>> type(first).__name__, all(torch.equal(a, b) for a, b in pairs)
+        ('GridMIST', True)
+    """
     torch.manual_seed(experiment.seed)
     return MODEL_CLASSES[experiment.method](experiment.model)
 
 
 def build_trainer(experiment: Experiment, model: MIST) -> Trainer:
+    """The trainer of the experiment's method, set up with :meth:`Experiment.trainer_config`.
+
+    ``"mist"`` gets the lifting trainer of Algorithm 1 (:class:`~mistlib.lifting.LiftingTrainer`); the
+    other methods get plain back-propagation (:class:`~mistlib.baselines.EndToEndTrainer`). The model is
+    moved to the config's device; :meth:`~mistlib.training.Trainer.fit` then takes images (N, C, H, W).
+
+    Example:
+        >>> experiment = Experiment(method="grid", model=MISTConfig(k=4, task_width=2), train={"steps": 5})
+        >>> trainer = build_trainer(experiment, build_model(experiment))
+        >>> type(trainer).__name__, trainer.config.steps
+        ('EndToEndTrainer', 5)
+    """
     config = experiment.trainer_config()
     if experiment.method == "mist":
         return LiftingTrainer(model, experiment.task, config)
@@ -125,6 +196,21 @@ def train(
     of lifting snapshots on ``probe_size`` test images is written there.
 
     Returns: the checkpoint's metadata (steps, wall time, device, final losses).
+
+    The training images ``(train_size, C, H, W)`` are generated and cached under the data directory
+    (:func:`mistlib.data.data_dir`); the example points that at a temporary folder and trains two steps.
+
+    Example:
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> tiny = MISTConfig(k=4, task_width=2)
+        >>> settings = {"steps": 2, "batch_size": 2, "device": "cpu"}
+        >>> experiment = Experiment(data="gabor", method="grid", train_size=4, model=tiny, train=settings)
+        >>> with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, MIST_DATA_DIR=tmp):
+        ...     meta = train(experiment, Path(tmp) / "grid.pt")
+        ...     model, _, _ = load_model(Path(tmp) / "grid.pt", device="cpu")
+        >>> meta["steps"], len(meta["history"]), type(model).__name__
+        (2, 1, 'GridMIST')
     """
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -160,7 +246,18 @@ def train(
 
 
 def save_model(path: str | Path, experiment: Experiment, model: MIST, meta: dict) -> None:
-    """Write a shippable fp16 checkpoint of the model weights and the experiment that made them."""
+    """Write a shippable fp16 checkpoint of the model weights and the experiment that made them.
+
+    Example:
+        >>> import tempfile
+        >>> experiment = Experiment(method="grid", model=MISTConfig(k=4, task_width=2))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save_model(Path(tmp) / "grid.pt", experiment, build_model(experiment), meta={"steps": 0})
+        ...     checkpoint = load_checkpoint(Path(tmp) / "grid.pt", kind="model")
+        >>> weights = checkpoint["state"]["model"]
+        >>> checkpoint["config"]["method"], weights["task_net.encoder.layers.0.weight"].dtype
+        ('grid', torch.float16)
+    """
     save_checkpoint(
         path,
         state={"model": model.state_dict()},
@@ -172,7 +269,20 @@ def save_model(path: str | Path, experiment: Experiment, model: MIST, meta: dict
 
 
 def load_model(path: str | Path, device: str = "auto") -> tuple[MIST, Experiment, dict]:
-    """Read a checkpoint written by :func:`train`: (model in eval mode, its experiment, its metadata)."""
+    """Read a checkpoint written by :func:`train`: (model in eval mode, its experiment, its metadata).
+
+    The model is on ``device`` ("auto": CUDA when available) in float32, whatever the stored precision.
+    Raises :class:`~mistlib.checkpoint.CheckpointError` for a file that is not such a checkpoint.
+
+    Example:
+        >>> import tempfile
+        >>> experiment = Experiment(method="grid", model=MISTConfig(k=4, task_width=2))
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     save_model(Path(tmp) / "grid.pt", experiment, build_model(experiment), meta={"steps": 0})
+        ...     model, again, meta = load_model(Path(tmp) / "grid.pt", device="cpu")
+        >>> again == experiment, model.training, meta
+        (True, False, {'steps': 0})
+    """
     checkpoint = load_checkpoint(path, kind="model")
     try:
         experiment = Experiment(**checkpoint["config"])
@@ -191,8 +301,19 @@ def evaluate(
 ) -> dict:
     """Metrics of Tables 1–2 on ``size`` fresh test images drawn with ``seed``.
 
-    Returns ``{"rmse": ...}`` for reconstruction, ``{"iou50", "classification", "both"}`` for classification,
-    plus ``iou50`` for reconstruction on MNIST (where ground-truth boxes exist) to show localisation.
+    Returns ``{"rmse", "iou50"}`` for reconstruction (``iou50`` shows localisation; for Gabor noise it is
+    measured against the impulses' boxes) and ``{"iou50", "classification", "both"}`` for classification:
+    floats (``None`` where undefined). The test images ``(size, C, H, W)`` are cached under the data
+    directory (:func:`mistlib.data.data_dir`); the example points that at a temporary folder.
+
+    Example:
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> experiment = Experiment(data="gabor", method="grid", model=MISTConfig(k=4, task_width=2))
+        >>> with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, MIST_DATA_DIR=tmp):
+        ...     metrics = evaluate(build_model(experiment), experiment, size=2, batch_size=2)
+        >>> sorted(metrics), 0 <= metrics["rmse"] <= 1
+        (['iou50', 'rmse'], True)
     """
     dataset = make_dataset(experiment, "test", size, seed=seed)
     images, boxes, labels, valid = dataset_tensors(dataset)

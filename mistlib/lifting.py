@@ -28,7 +28,13 @@ from mistlib.training import TrainConfig, Trainer, resolve_device, step_generato
 
 @dataclass
 class LiftingConfig(TrainConfig):
-    """Hyper-parameters of Algorithm 1 (defaults: MNIST hard; see chapter 6 for how they were chosen)."""
+    """Hyper-parameters of Algorithm 1 (defaults: MNIST hard; research/README.md says how they were chosen).
+
+    Example:
+        >>> config = LiftingConfig(steps=100, warmup_steps=20, refine_iterations=2)
+        >>> config.refine_optimizer, config.warmup_loss, config.batch_size
+        ('scaled', 'patch', 32)
+    """
 
     lr_task: float = 1e-3  # Adam learning rate of the task network tau (stage 1)
     lr_heatmap: float = 1e-4  # Adam learning rate of the heatmap network eta (stage 3; authors: 1e-4)
@@ -38,13 +44,21 @@ class LiftingConfig(TrainConfig):
         "scaled"  # "scaled": gradient steps scaled by the batch RMS; "adam": sign-like steps
     )
     warmup_steps: int = 0  # first steps train only tau, on K random windows per image
+    warmup_loss: str = "patch"  # warm-up loss: "patch" (each patch vs its own input) or "image" (eq. 6)
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     snapshot_every: int = 0  # record the probe images into the training log every n steps (0: never)
 
 
 def clamp_keypoints(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Keep (x, y) inside the image and s inside [scales[0], scales[-1]]. keypoints: (B, K, 3)."""
+    """Keep (x, y) inside the image and s inside [scales[0], scales[-1]].
+
+    Args: keypoints (B, K, 3) as (x, y, s); scales (S,); size (H, W). Returns: (B, K, 3).
+
+    Example:
+        >>> clamp_keypoints(torch.tensor([[[-2.0, 85.0, 30.0]]]), torch.tensor([16.0, 25.0]), (80, 80))
+        tensor([[[ 0., 79., 25.]]])
+    """
     height, width = size
     x = keypoints[..., 0].clamp(0, width - 1)
     y = keypoints[..., 1].clamp(0, height - 1)
@@ -55,8 +69,29 @@ def clamp_keypoints(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[i
 def per_image_task_loss(
     model: MIST, images: torch.Tensor, out: MISTOutput, labels: torch.Tensor | None
 ) -> torch.Tensor:
-    """``L_task`` of each image, (B,): eq. (6) mean squared error or eq. (7) cross-entropy."""
+    """``L_task`` of each image, (B,): eq. (6) mean squared error or eq. (7) cross-entropy.
+
+    Example:
+        >>> from mistlib.model import MISTConfig
+        >>> model, images = MIST(MISTConfig()), torch.rand(2, 1, 80, 80)
+        >>> per_image_task_loss(model, images, model(images), None).shape
+        torch.Size([2])
+    """
     return model.task_loss(images, out, labels, reduction="none")
+
+
+def scaled_step(grad: torch.Tensor, step: float) -> torch.Tensor:
+    """Stage-2 update of the "scaled" rule: ``step * grad / rms(grad)``, each entry capped at ``2 * step``.
+
+    The root mean square is taken over the whole tensor (all images, keypoints and coordinates), so a
+    coordinate with a typical gradient moves ``step`` pixels and one with a tiny gradient barely moves.
+
+    Example:
+        >>> scaled_step(torch.tensor([[3.0, 4.0, 0.0]]), step=1.0)
+        tensor([[1.0392, 1.3856, 0.0000]])
+    """
+    rms = grad.square().mean().sqrt().clamp_min(1e-12)
+    return (step * grad / rms).clamp(-2 * step, 2 * step)
 
 
 def refine_keypoints(
@@ -82,6 +117,13 @@ def refine_keypoints(
         iterations: N; step: pixels per iteration; optimizer: "scaled" or "adam".
 
     Returns: (B, K, 3) the refined keypoints x*, detached, clamped to the image and the scale range.
+
+    Example:
+        >>> from mistlib.model import MISTConfig
+        >>> model, images = MIST(MISTConfig()), torch.rand(1, 1, 80, 80)
+        >>> start = torch.tensor([[[40.0, 40.0, 20.0]]])
+        >>> refine_keypoints(model, images, start, None, iterations=2, step=0.5).shape
+        torch.Size([1, 1, 3])
     """
     if optimizer not in ("scaled", "adam"):
         raise ValueError(f"optimizer must be 'scaled' or 'adam', got {optimizer!r}")
@@ -100,8 +142,7 @@ def refine_keypoints(
                 if adam is not None:
                     adam.step()
                 else:
-                    rms = x.grad.square().mean().sqrt().clamp_min(1e-12)
-                    x.sub_((step * x.grad / rms).clamp(-2 * step, 2 * step))
+                    x.sub_(scaled_step(x.grad, step))
                 x.copy_(clamp_keypoints(x, model.scales, size))
     finally:
         for parameter in frozen:
@@ -112,7 +153,16 @@ def refine_keypoints(
 def lift_target(
     keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int], sigma: float
 ) -> torch.Tensor:
-    """``h_bar = E_K^{-1}(x*)``: single points (sigma = 0) or Gaussian blobs with peak 1. -> (B, S, H, W)."""
+    """``h_bar = E_K^{-1}(x*)``: single points (sigma = 0) or Gaussian blobs with peak 1.
+
+    Args: keypoints (B, K, 3); scales (S,); size (H, W); sigma in pixels. Returns: (B, S, H, W).
+
+    Example:
+        >>> scales = torch.tensor([16.0, 24.0])
+        >>> target = lift_target(torch.tensor([[[5.0, 6.0, 20.0]]]), scales, (10, 10), sigma=0.0)
+        >>> target[0, :, 6, 5].tolist(), target.sum().item()
+        ([0.5, 0.5], 1.0)
+    """
     target = target_heatmap(keypoints, scales, size)  # (B, S, H, W)
     if sigma <= 0:
         return target
@@ -130,8 +180,10 @@ class LiftingTrainer(Trainer):
     """Algorithm 1 for a :class:`~mistlib.model.MIST` model.
 
     Example:
+        >>> from mistlib.model import MISTConfig
         >>> model = MIST(MISTConfig(task="reconstruct"))
         >>> trainer = LiftingTrainer(model, "reconstruct", LiftingConfig(steps=100, device="cpu"))
+        >>> from mistlib.data import MNISTHard
         >>> history = trainer.fit(MNISTHard("train", size=512).images)  # doctest: +SKIP
     """
 
@@ -214,16 +266,20 @@ class LiftingTrainer(Trainer):
                 keypoints = model.extract(images)[1]  # (B, K, 3)
         task_opt = self.optimizers["task"]
         task_opt.zero_grad(set_to_none=True)
-        task_loss = per_image_task_loss(model, images, model.run_task(images, keypoints), labels).mean()
+        out = model.run_task(images, keypoints)
+        if warming_up and config.warmup_loss == "patch" and out.reconstruction is not None:
+            # each patch against its own input: random windows overlap, and eq. (6) would count the ink of
+            # an overlap twice, teaching the auto-encoder to output dim patches (see chapter 6)
+            task_loss = ((out.task_output - out.patches) ** 2).mean()
+        else:
+            task_loss = per_image_task_loss(model, images, out, labels).mean()
         task_loss.backward()
         task_opt.step()
         if warming_up:
             return {"task": task_loss.item()}
 
         # stage 2: x* <- optimise {x_k} with L_task, tau frozen
-        refined = refine_keypoints(
-            model, images, keypoints, labels, config.refine_iterations, config.refine_step
-        )
+        refined = self.refine(images, keypoints, labels)
 
         # stage 3: h_bar = E_K^{-1}(x*); eta <- optimise H_eta with L_lift = ||h_bar - H_eta(I)||^2
         with torch.no_grad():
@@ -252,6 +308,12 @@ class TrainingLog:
 
     Images, heatmaps and reconstructions are stored as uint8 (values in [0, 1] quantised to 1/255);
     keypoints, logits and losses as float32. ``h_bar`` is not stored: it is ``lift_target(refined)``.
+
+    Example:
+        >>> log = TrainingLog({"run": "demo"})
+        >>> log.record(0, {"image": torch.rand(1, 1, 8, 8), "keypoints": torch.zeros(1, 2, 3)})
+        >>> len(log), log.snapshots[0]["image"].dtype, log.snapshot(0)["image"].dtype
+        (1, torch.uint8, torch.float32)
     """
 
     def __init__(self, meta: dict | None = None) -> None:

@@ -1,0 +1,141 @@
+"""Short, seeded probes of lifting on MNIST hard: the measurements behind research/README.md.
+
+Each probe prints one line per checkpoint of its run; the README quotes them. They use a slim heatmap
+network (16 channels, 2 blocks) so that they fit a CPU budget; on a GPU pass ``--full`` for §4's network.
+
+    python research/lifting_probe.py lifting '{"warmup_steps": 300, "refine_optimizer": "adam"}' --steps 500
+    python research/lifting_probe.py warmup patch --steps 400
+    python research/lifting_probe.py stage2 --warmup 400
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import torch
+
+from mistlib.data import MNISTHard
+from mistlib.experiments import dataset_tensors
+from mistlib.lifting import LiftingConfig, LiftingTrainer, refine_keypoints
+from mistlib.model import MIST, MISTConfig
+from mistlib.training import batch_indices, step_generator
+
+
+def _data(train_size: int = 2048):
+    images = dataset_tensors(MNISTHard("train", size=train_size, seed=0))[0]
+    test_images, test_boxes = dataset_tensors(MNISTHard("test", size=64, seed=1))[:2]
+    centres = (test_boxes[..., :2] + test_boxes[..., 2:]) / 2  # (B, L, 2)
+    sides = test_boxes[..., 2] - test_boxes[..., 0]  # (B, L)
+    ground_truth = torch.cat([centres, sides[..., None]], dim=-1)  # (B, L, 3): digit-centred windows
+    return images, test_images, ground_truth
+
+
+def _model(full: bool) -> MIST:
+    torch.manual_seed(0)
+    config = MISTConfig() if full else MISTConfig(heatmap_channels=16, heatmap_blocks=2)
+    return MIST(config)
+
+
+def _localisation(keypoints: torch.Tensor, ground_truth: torch.Tensor) -> tuple[float, float]:
+    """Mean distance (px) to the nearest digit centre, and the share of digits with a keypoint within 4 px."""
+    distance = torch.cdist(keypoints[..., :2], ground_truth[..., :2])  # (B, K, L)
+    return distance.min(-1).values.mean().item(), (distance.min(1).values < 4).float().mean().item()
+
+
+def probe_lifting(variant: dict, steps: int, full: bool) -> None:
+    """Algorithm 1 with the given LiftingConfig overrides; test RMSE and localisation every 25 steps."""
+    images, test_images, ground_truth = _data()
+    model = _model(full)
+    config = LiftingConfig(**{"steps": steps, "batch_size": 16, "device": "cpu", "log_every": 25, **variant})
+    trainer = LiftingTrainer(model, "reconstruct", config)
+    start = time.time()
+    for stop in range(25, steps + 1, 25):
+        trainer.fit(images, steps=stop)
+        with torch.no_grad():
+            heatmap, keypoints = model.extract(test_images)
+            recon = model.run_task(test_images, keypoints).reconstruction.clamp(0, 1)
+        rmse = (recon - test_images).square().mean().sqrt().item()
+        distance, recall = _localisation(keypoints, ground_truth)
+        entry = trainer.history[-1]
+        print(
+            f"{stop:5d} {time.time() - start:5.0f}s task={entry['task']:.4f} lift={entry.get('lift', 0):.6f} "
+            f"moved={entry.get('moved_px', 0):.2f}px test_rmse={rmse:.4f} dist={distance:.2f}px "
+            f"recall4={recall:.2f} peak={heatmap.amax(1).flatten(1).topk(9).values.mean().item():.3f}",
+            flush=True,
+        )
+
+
+def warm_up(model: MIST, images: torch.Tensor, steps: int, loss: str, lr: float = 1e-3, report=None) -> None:
+    """Train the auto-encoder alone on 9 random windows per image with a per-patch or an eq. (6) loss."""
+    optimiser = torch.optim.Adam(model.task_net.parameters(), lr=lr)
+    scales = model.scales
+    for step in range(steps + 1):
+        batch = images[batch_indices(len(images), 16, 0, step)]
+        uniform = torch.rand(16, 9, 3, generator=step_generator(0, step))
+        keypoints = uniform * torch.tensor([79.0, 79.0, float(scales[-1] - scales[0])])
+        keypoints[..., 2] += scales[0]
+        out = model.run_task(batch, keypoints)
+        if loss == "patch":
+            value = (out.task_output - out.patches).square().mean()
+        else:
+            value = (out.reconstruction - batch).square().mean()
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        if report is not None and step % 100 == 0:
+            report(step, value.item())
+
+
+def probe_warmup(loss: str, steps: int, full: bool) -> None:
+    """How well the warmed-up auto-encoder reconstructs digit-centred windows of test images."""
+    images, test_images, ground_truth = _data()
+    model = _model(full)
+
+    def report(step: int, value: float) -> None:
+        with torch.no_grad():
+            out = model.run_task(test_images, ground_truth)
+        error = (out.task_output - out.patches).square().mean().item()
+        energy = out.patches.square().mean().item()
+        print(f"{loss} step {step:4d}: loss={value:.4f} digit-window mse={error:.4f} (energy {energy:.3f})")
+
+    warm_up(model, images, steps, loss, report=report)
+
+
+def probe_stage2(warmup: int, full: bool) -> None:
+    """Start from digit centres jittered by 2-6 px: does stage 2 bring the keypoints back?"""
+    images, test_images, ground_truth = _data()
+    model = _model(full)
+    warm_up(model, images, warmup, "patch")
+    generator = torch.Generator().manual_seed(0)
+    for jitter in (2.0, 4.0, 6.0):
+        start = ground_truth.clone()
+        start[..., :2] += jitter * torch.randn(start[..., :2].shape, generator=generator)
+        for optimizer, step, iterations in (("scaled", 1.0, 4), ("adam", 1.0, 4), ("scaled", 0.5, 10)):
+            refined = refine_keypoints(model, test_images, start, None, iterations, step, optimizer)
+            before = (start[..., :2] - ground_truth[..., :2]).norm(dim=-1).mean().item()
+            after = (refined[..., :2] - ground_truth[..., :2]).norm(dim=-1).mean().item()
+            print(f"jitter {jitter} {optimizer} {step}px x{iterations}: {before:.2f} -> {after:.2f} px")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("probe", choices=("lifting", "warmup", "stage2"))
+    parser.add_argument("arg", nargs="?", default="{}", help="lifting: JSON overrides; warmup: patch|image")
+    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--warmup", type=int, default=400)
+    parser.add_argument("--full", action="store_true", help="use §4's full heatmap network")
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.probe == "lifting":
+        probe_lifting(json.loads(args.arg), args.steps, args.full)
+    elif args.probe == "warmup":
+        probe_warmup(args.arg, args.steps, args.full)
+    else:
+        probe_stage2(args.warmup, args.full)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,185 @@
+"""Algorithm 1: each stage does its job, and a short run on real MNIST-hard images learns."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+
+from mistlib.data import MNISTHard
+from mistlib.experiments import dataset_tensors
+from mistlib.extract import topk_extract
+from mistlib.lifting import (
+    LiftingConfig,
+    LiftingTrainer,
+    TrainingLog,
+    clamp_keypoints,
+    lift_target,
+    refine_keypoints,
+    scaled_step,
+)
+from mistlib.model import MIST, MISTConfig
+
+# A slim MIST (narrow heatmap network) so that a few dozen CPU steps run in seconds.
+SLIM = MISTConfig(heatmap_channels=8, heatmap_blocks=2, task_width=8)
+
+
+@pytest.fixture(scope="module")
+def hard32():
+    """32 real MNIST-hard training images with their digit boxes."""
+    images, boxes, _, _ = dataset_tensors(MNISTHard("train", size=32, seed=0))
+    return images, boxes
+
+
+def _trainer(**overrides) -> LiftingTrainer:
+    torch.manual_seed(0)
+    config = LiftingConfig(**{"steps": 40, "batch_size": 16, "device": "cpu", "log_every": 10, **overrides})
+    return LiftingTrainer(MIST(SLIM), "reconstruct", config)
+
+
+def test_clamp_keeps_keypoints_in_the_image_and_the_scale_range():
+    kp = torch.tensor([[[-3.0, 90.0, 2.0], [40.0, 40.0, 99.0]]])
+    out = clamp_keypoints(kp, torch.tensor([16.0, 20.0, 25.0]), (80, 80))
+    assert out.tolist() == [[[0.0, 79.0, 16.0], [40.0, 40.0, 25.0]]]
+
+
+def test_point_target_is_e_k_inverse_and_gaussian_target_keeps_its_peaks():
+    scales = torch.tensor([16.0, 20.0, 25.0])
+    kp = torch.tensor([[[10.0, 12.0, 18.0], [50.0, 60.0, 25.0]]])
+    point = lift_target(kp, scales, (80, 80), sigma=0.0)
+    assert point.sum().item() == pytest.approx(2.0)
+    blob = lift_target(kp, scales, (80, 80), sigma=1.5)
+    assert blob.amax(1)[0, 12, 10].item() == pytest.approx(point.amax(1)[0, 12, 10].item())  # peak kept
+    assert blob[0, :, 12, 11].sum().item() == pytest.approx(
+        torch.exp(torch.tensor(-1 / 4.5)).item(), rel=1e-5
+    )
+    # each blob has its single local maximum (over 3x3 and the scales) exactly at its keypoint
+    peak_map = blob.amax(1, keepdim=True)  # (1, 1, H, W)
+    is_peak = (peak_map == torch.nn.functional.max_pool2d(peak_map, 3, 1, 1)) & (peak_map > 0.1)
+    assert sorted(map(tuple, is_peak[0, 0].nonzero().flip(-1).tolist())) == [(10, 12), (50, 60)]
+    assert torch.allclose(topk_extract(blob, 1, scales)[0, 0], torch.tensor([50.0, 60.0, 25.0]))
+
+
+def test_stage_two_moves_keypoints_and_lowers_the_task_loss(hard32):
+    images, _ = hard32
+    trainer = _trainer(warmup_steps=20)
+    trainer.fit(images, steps=20)  # warm the auto-encoder up on random windows first
+    model = trainer.model
+    task_before = [p.detach().clone() for p in model.task_net.parameters()]
+    with torch.no_grad():
+        _, keypoints = model.extract(images[:8])
+        before = model.task_loss(images[:8], model.run_task(images[:8], keypoints))
+    for optimizer in ("scaled", "adam"):
+        refined = refine_keypoints(
+            model, images[:8], keypoints, None, iterations=6, step=1.0, optimizer=optimizer
+        )
+        with torch.no_grad():
+            after = model.task_loss(images[:8], model.run_task(images[:8], refined))
+        assert (refined - keypoints).abs().max() > 1.0  # stage 2 really changes x
+        assert after < before  # ... downhill on L_task
+    frozen = zip(task_before, model.task_net.parameters(), strict=True)
+    assert all(torch.equal(a, b) for a, b in frozen)  # tau frozen
+    assert all(p.requires_grad for p in model.task_net.parameters())  # ... and unfrozen afterwards
+    with pytest.raises(ValueError, match="optimizer"):
+        refine_keypoints(model, images[:1], keypoints[:1], None, iterations=1, step=1.0, optimizer="lbfgs")
+
+
+def test_scaled_step_is_proportional_to_the_gradient_unlike_adam():
+    """A keypoint with 1000x less gradient moves 1000x less; Adam's first step moves both by the full step."""
+    grad = torch.tensor([[[1e-3, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    delta = scaled_step(grad, step=1.0)
+    rms = ((1e-6 + 1.0) / 6) ** 0.5  # over all six coordinates
+    assert delta[0, 0, 0].item() == pytest.approx(1e-3 / rms)  # 0.0024 px
+    assert delta[0, 1, 0].item() == pytest.approx(2.0)  # 1 / rms = 2.45 px, capped at 2 * step
+    x = torch.zeros(1, 2, 3, requires_grad=True)
+    adam = torch.optim.Adam([x], lr=1.0)
+    x.grad = grad.clone()
+    adam.step()
+    assert torch.allclose(x[0, :, 0].detach().abs(), torch.ones(2), atol=1e-3)
+
+
+def test_stage_three_regresses_the_heatmap_onto_the_target(hard32):
+    """30 stage-3 steps on a fixed h_bar: L_lift falls and E_K starts to find the target's peaks.
+
+    L_lift falls slowly (here by >= 3%): it is dominated by the K target points, where the local softmax
+    stays far below 1 until the score map grows sharp peaks; the picks move long before the loss does.
+    """
+    images, _ = hard32
+    torch.manual_seed(0)
+    model = MIST(SLIM)
+    with torch.no_grad():
+        _, keypoints = model.extract(images[:8])
+    moved = keypoints.clone()
+    moved[..., :2] += 3.0  # pretend stage 2 moved every keypoint by (3, 3) pixels
+    target = lift_target(moved, model.scales, (80, 80), sigma=0.0)
+    optimiser = torch.optim.Adam(model.heatmap_net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(31):
+        loss = ((model.heatmap_net(images[:8]) - target) ** 2).mean()  # eq. (14)
+        losses.append(loss.item())
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        picks = model.extract(images[:8])[1]
+    hits = (torch.cdist(moved[..., :2], picks[..., :2]).min(-1).values < 1).float().mean().item()
+    assert losses[-1] < 0.97 * losses[0], losses
+    assert hits >= 0.2, hits  # from 0 before: E_K(H(I)) now lands on a fifth of the target peaks
+
+
+def test_one_step_updates_tau_in_stage_one_and_eta_in_stage_three(hard32):
+    images, _ = hard32
+    trainer = _trainer()
+    heat = [p.detach().clone() for p in trainer.model.heatmap_net.parameters()]
+    task = [p.detach().clone() for p in trainer.model.task_net.parameters()]
+    losses = trainer.train_step(images[:8], None)
+    assert set(losses) == {"task", "lift", "moved_px"}
+    assert any(
+        not torch.equal(a, b) for a, b in zip(heat, trainer.model.heatmap_net.parameters(), strict=True)
+    )
+    assert any(not torch.equal(a, b) for a, b in zip(task, trainer.model.task_net.parameters(), strict=True))
+
+
+def test_warmup_trains_only_the_task_network(hard32):
+    images, _ = hard32
+    trainer = _trainer(warmup_steps=5)
+    heat = [p.detach().clone() for p in trainer.model.heatmap_net.parameters()]
+    assert set(trainer.train_step(images[:8], None)) == {"task"}
+    assert all(torch.equal(a, b) for a, b in zip(heat, trainer.model.heatmap_net.parameters(), strict=True))
+
+
+def test_a_short_lifting_run_lowers_the_task_loss(hard32):
+    """30 lifting steps on 32 real images: L_task falls by a fifth, and every stage logs its loss."""
+    images, _ = hard32
+    trainer = _trainer(steps=30, batch_size=8)
+    history = trainer.fit(images)
+    assert [entry["step"] for entry in history] == [10, 20, 30]
+    assert set(history[-1]) == {"step", "task", "lift", "moved_px"}
+    assert history[-1]["task"] < 0.8 * history[0]["task"], history
+    assert all(entry["moved_px"] > 0 for entry in history)
+
+
+def test_training_log_records_snapshots_and_round_trips(hard32, tmp_path):
+    images, _ = hard32
+    trainer = _trainer(snapshot_every=2, steps=4)
+    log = TrainingLog({"run": "test"})
+    trainer.record_to(log, images[:2])
+    trainer.fit(images, steps=4)
+    assert log.steps == [0, 2]
+    snap = log.snapshot(1)
+    assert snap["image"].shape == (2, 1, 80, 80) and snap["heatmap"].shape == (2, 3, 80, 80)
+    assert snap["keypoints"].shape == snap["refined"].shape == (2, 9, 3)
+    assert "target" not in snap  # derivable from the refined keypoints, so not stored
+    assert (snap["image"] - images[:2]).abs().max() <= 0.5 / 255 + 1e-6  # uint8 quantisation only
+    log.save(tmp_path / "log.pt")
+    again = TrainingLog.load(tmp_path / "log.pt")
+    assert again.steps == [0, 2] and again.meta == {"run": "test"}
+    assert torch.equal(again.snapshots[1]["refined"], log.snapshots[1]["refined"])
+
+
+def test_task_mismatch_is_refused():
+    with pytest.raises(ValueError, match="task"):
+        LiftingTrainer(
+            MIST(dataclasses.replace(SLIM, task="classify")), "reconstruct", LiftingConfig(device="cpu")
+        )
