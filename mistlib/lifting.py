@@ -259,24 +259,25 @@ class LiftingTrainer(Trainer):
 
         # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I))
         warming_up = self.step < config.warmup_steps
-        with torch.no_grad():
-            if warming_up:
-                keypoints = self.random_keypoints(images.shape[0], size)
-            else:
-                keypoints = model.extract(images)[1]  # (B, K, 3)
+        if warming_up:
+            keypoints = self.random_keypoints(images.shape[0], size)
+        else:
+            # eta does not change before stage 3, so this one forward pass (kept for its gradient) serves both
+            heatmap, keypoints = model.extract(images)  # (B, S, H, W), (B, K, 3)
+            keypoints = keypoints.detach()
         task_opt = self.optimizers["task"]
         task_opt.zero_grad(set_to_none=True)
         out = model.run_task(images, keypoints)
         if warming_up and config.warmup_loss == "patch" and out.reconstruction is not None:
             # each patch against its own input: random windows overlap, and eq. (6) would count the ink of
-            # an overlap twice, teaching the auto-encoder to output dim patches (see chapter 6)
+            # an overlap twice, teaching the auto-encoder to output dim patches (research/README.md)
             task_loss = ((out.task_output - out.patches) ** 2).mean()
         else:
             task_loss = per_image_task_loss(model, images, out, labels).mean()
         task_loss.backward()
         task_opt.step()
         if warming_up:
-            return {"task": task_loss.item()}
+            return {"warmup": task_loss.item()}
 
         # stage 2: x* <- optimise {x_k} with L_task, tau frozen
         refined = self.refine(images, keypoints, labels)
@@ -290,7 +291,7 @@ class LiftingTrainer(Trainer):
                 weights = torch.exp(-config.lift_weighting * refined_loss)
         heat_opt = self.optimizers["heatmap"]
         heat_opt.zero_grad(set_to_none=True)
-        lift = ((model.heatmap_net(images) - target) ** 2).flatten(1).mean(1)  # (B,), eq. (14)
+        lift = ((heatmap - target) ** 2).flatten(1).mean(1)  # (B,), eq. (14)
         lift_loss = (weights * lift).mean()
         lift_loss.backward()
         heat_opt.step()

@@ -59,8 +59,9 @@ def probe_lifting(variant: dict, steps: int, full: bool) -> None:
         rmse = (recon - test_images).square().mean().sqrt().item()
         distance, recall = _localisation(keypoints, ground_truth)
         entry = trainer.history[-1]
+        task = entry.get("task", entry.get("warmup"))
         print(
-            f"{stop:5d} {time.time() - start:5.0f}s task={entry['task']:.4f} lift={entry.get('lift', 0):.6f} "
+            f"{stop:5d} {time.time() - start:5.0f}s task={task:.4f} lift={entry.get('lift', 0):.6f} "
             f"moved={entry.get('moved_px', 0):.2f}px test_rmse={rmse:.4f} dist={distance:.2f}px "
             f"recall4={recall:.2f} peak={heatmap.amax(1).flatten(1).topk(9).values.mean().item():.3f}",
             flush=True,

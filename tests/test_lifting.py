@@ -145,7 +145,7 @@ def test_warmup_trains_only_the_task_network(hard32):
     images, _ = hard32
     trainer = _trainer(warmup_steps=5)
     heat = [p.detach().clone() for p in trainer.model.heatmap_net.parameters()]
-    assert set(trainer.train_step(images[:8], None)) == {"task"}
+    assert set(trainer.train_step(images[:8], None)) == {"warmup"}
     assert all(torch.equal(a, b) for a, b in zip(heat, trainer.model.heatmap_net.parameters(), strict=True))
 
 
@@ -176,6 +176,37 @@ def test_training_log_records_snapshots_and_round_trips(hard32, tmp_path):
     again = TrainingLog.load(tmp_path / "log.pt")
     assert again.steps == [0, 2] and again.meta == {"run": "test"}
     assert torch.equal(again.snapshots[1]["refined"], log.snapshots[1]["refined"])
+
+
+def test_a_killed_lifting_run_resumes_to_the_same_weights(tmp_path):
+    """Killed at step 3 (inside the warm-up), resumed to step 6: identical to an uninterrupted run."""
+    tiny = dataclasses.replace(
+        SLIM, image_size=32, k=3, scales=(8.0, 12.0), reference_size=10.0, heatmap_channels=4, task_width=4
+    )
+    images = torch.rand(12, 1, 32, 32, generator=torch.Generator().manual_seed(0))
+
+    def trainer() -> LiftingTrainer:
+        torch.manual_seed(0)
+        config = LiftingConfig(steps=6, batch_size=4, device="cpu", log_every=2, warmup_steps=4)
+        return LiftingTrainer(MIST(tiny), "reconstruct", config)
+
+    straight = trainer()
+    straight.fit(images)
+    killed = trainer()
+    killed.fit(images, checkpoint=tmp_path / "run.pt", steps=3)
+    resumed = trainer()
+    resumed.resume(tmp_path / "run.pt")
+    resumed.fit(images)
+    for (name, a), b in zip(
+        straight.model.state_dict().items(), resumed.model.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    assert straight.history == resumed.history
+    assert [set(e) - {"step"} for e in straight.history] == [
+        {"warmup"},
+        {"warmup"},
+        {"task", "lift", "moved_px"},
+    ]
 
 
 def test_task_mismatch_is_refused():
