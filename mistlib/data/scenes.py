@@ -3,10 +3,12 @@
 Both paste 28x28 MNIST digits, each resized to a square *frame* of ``s`` pixels, onto a black 80x80 canvas at
 whole-pixel positions, and composite overlapping digits with a pixelwise maximum (ink is bright on black, so
 the max keeps each stroke visible instead of summing overlaps past white). Before pasting, each digit is
-shifted so its ink's bounding box is centred in its frame (:func:`mistlib.data.mnist.center_ink`); a
-digit's box is then the square around the central 20/28 of its frame, which holds its ink. A frame of side
-``s`` whose top-left pixel is ``(r0, c0)`` has centre ``(c0 + (s-1)/2, r0 + (s-1)/2)`` and box side
-``20 s / 28``. Images are quantised to 8 bits, like MNIST itself.
+shifted so its ink's bounding box is centred in its frame (:func:`mistlib.data.mnist.center_ink`), which puts
+all of its ink in the central 20x20 of the 28x28 frame. A digit's box is the central 20/28 of its frame,
+rounded to whole pixels: a frame of side ``s`` gets a box of ``b = box_side(s) = s - 2 round(s / 7)``
+pixels (``20 s / 28`` to within a pixel, with equal margins so it is centred), and only that central 20x20
+is resized, to ``b x b``, so every ink pixel lies in the box. A frame whose top-left pixel is ``(r0, c0)``
+has centre ``(c0 + (s-1)/2, r0 + (s-1)/2)``. Images are quantised to 8 bits, like MNIST itself.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from mistlib.checks import check_positive_int
 from mistlib.data.base import InstanceDataset, check_number, check_range
 from mistlib.data.mnist import _digits, center_ink, mnist_fingerprint, mnist_source
 
-INK_FRACTION = 20 / 28  # MNIST fits each digit's ink in the central 20x20 of its 28x28 frame
+INK = slice(4, 24)  # MNIST fits each digit's ink in the central 20x20 of its 28x28 frame
 SNAP = math.sqrt(2)  # pasting at whole pixels moves two centres together by at most sqrt(2) px
 
 
@@ -64,14 +66,14 @@ class MNISTHardConfig:
     Example:
         >>> config = MNISTHardConfig(num_digits=5)
         >>> config.num_digits, tuple(round(v, 2) for v in config.domain())
-        (5, (12.14, 54.71))
+        (5, (12.0, 55.0))
     """
 
     image_size: int = 80  # side of the square image (pixels)
     num_digits: int = 9  # digits per image; each is drawn uniformly from the split's digits
     min_distance: float = 12.0  # least distance between two digits' centres (pixels); boxes may overlap
     frame_sizes: tuple[int, int] = (22, 34)  # frame sides drawn uniformly from this inclusive range (pixels);
-    # a box is 20/28 of its frame, so the default boxes span about 15.7 .. 24.3 pixels
+    # a box is 20/28 of its frame rounded to whole pixels (box_side), so the default boxes span 16 .. 24 px
     max_tries: int = 20  # Poisson-disk draws per image before giving up (a draw may stop short of the count)
 
     def __post_init__(self) -> None:
@@ -103,8 +105,22 @@ class MNISTHardConfig:
             >>> tuple(round(v, 2) for v in MNISTHardConfig(frame_sizes=(28, 28)).domain())  # boxes of 20 px
             (10.0, 59.0)
         """
-        half = self.frame_sizes[1] * INK_FRACTION / 2 + 0.5  # largest half box + the snap to whole pixels
+        half = box_side(self.frame_sizes[1]) / 2 + 0.5  # largest half box + the snap to whole pixels
         return half - 0.5, self.image_size - 2 * half
+
+
+def box_side(frame: int | np.ndarray) -> int | np.ndarray:
+    """Side (pixels) of the box of a digit pasted in a frame of side ``frame``: 20/28 of it, in whole pixels.
+
+    The margin ``round(frame / 7)`` (= 4/28 of the frame) is the same on both sides, so the box is centred.
+
+    Example:
+        >>> [box_side(s) for s in (22, 23, 28, 34)]
+        [16, 17, 20, 24]
+    """
+    frames = np.asarray(frame, dtype=np.int64)
+    sides = frames - 2 * np.rint(frames / 7).astype(np.int64)
+    return int(sides) if sides.ndim == 0 else sides
 
 
 @functools.lru_cache(maxsize=4)
@@ -115,7 +131,10 @@ def _centred_digits(split: str, fingerprint: str) -> tuple[np.ndarray, np.ndarra
 
 
 def resize_digits(digits: np.ndarray, size: int) -> np.ndarray:
-    """Resize uint8 digits ``(M, 28, 28)`` to ``(M, size, size)`` (bilinear, antialiased), as uint8.
+    """Resize uint8 digits ``(M, 28, 28)`` to frames ``(M, size, size)``, as uint8.
+
+    The central 20x20 (the ink) is resized, bilinear and antialiased, to the ``box_side(size)`` pixels at
+    the centre of the frame; the rest of the frame stays black, so no ink leaves the digit's box.
 
     Example:
         >>> resize_digits(np.zeros((2, 28, 28), np.uint8), 14).shape
@@ -123,10 +142,13 @@ def resize_digits(digits: np.ndarray, size: int) -> np.ndarray:
     """
     if size == digits.shape[-1]:
         return digits
-    out = F.interpolate(
-        torch.from_numpy(digits).float()[:, None], size=(size, size), mode="bilinear", antialias=True
-    )  # (M, 1, size, size)
-    return out[:, 0].round().clamp(0, 255).to(torch.uint8).numpy()
+    side = box_side(size)
+    margin = (size - side) // 2
+    core = torch.from_numpy(digits[:, INK, INK]).float()[:, None]  # (M, 1, 20, 20): all of the ink
+    core = F.interpolate(core, size=(side, side), mode="bilinear", antialias=True)  # (M, 1, b, b)
+    out = np.zeros((len(digits), size, size), np.uint8)
+    out[:, margin : margin + side, margin : margin + side] = core[:, 0].round().clamp(0, 255).to(torch.uint8)
+    return out
 
 
 def paste_digits(
@@ -145,8 +167,9 @@ def paste_digits(
     Example:
         >>> white = np.full((1, 28, 28), 255, np.uint8)  # one all-ink digit
         >>> canvas = paste_digits(white, np.array([[0]]), np.array([[4]]), np.array([[[1, 2]]]), image_size=8)
+        >>> # a 4-px frame at (1, 2): only its central box_side(4) = 2 pixels get the (all-ink) core
         >>> canvas.shape, np.argwhere(canvas[0]).min(0).tolist(), np.argwhere(canvas[0]).max(0).tolist()
-        ((1, 8, 8), [1, 2], [4, 5])
+        ((1, 8, 8), [2, 3], [3, 4])
     """
     margin = int(sizes.max())  # paste into a padded canvas, so frames sticking out need no special case
     canvas = np.zeros((len(ids), image_size + 2 * margin, image_size + 2 * margin), np.uint8)
@@ -169,19 +192,19 @@ def frame_geometry(centers: np.ndarray, sizes: np.ndarray) -> tuple[np.ndarray, 
         centers: ``(N, L, 2)`` as (x, y) pixels. sizes: int ``(N, L)`` frame sides.
 
     Returns: ``corners`` int64 ``(N, L, 2)`` as (row, col), the snapped ``centers`` float32 ``(N, L, 2)`` and
-    ``boxes`` float32 ``(N, L, 4)`` xyxy (the central 20/28 of each frame).
+    ``boxes`` float32 ``(N, L, 4)`` xyxy (the central ``box_side`` pixels of each frame).
 
     Example:
         >>> corners, centers, boxes = frame_geometry(np.array([[[30.2, 40.9]]]), np.array([[22]]))
         >>> corners.tolist(), centers.tolist()  # a 22-px frame's centre sits on a half pixel
         ([[[30, 20]]], [[[30.5, 40.5]]])
-        >>> [round(v, 2) for v in boxes[0, 0].tolist()]  # xyxy, side 22 * 20 / 28 = 15.71 px
-        [22.64, 32.64, 38.36, 48.36]
+        >>> boxes[0, 0].tolist()  # xyxy, side box_side(22) = 16 px (22 * 20 / 28 = 15.7)
+        [22.5, 32.5, 38.5, 48.5]
     """
     half = (sizes[..., None] - 1) / 2  # (N, L, 1)
     corner_xy = np.rint(centers - half).astype(np.int64)  # (N, L, 2) as (col, row)
     snapped = corner_xy + half
-    side = (sizes * INK_FRACTION)[..., None] / 2
+    side = box_side(sizes)[..., None] / 2
     boxes = np.concatenate([snapped - side, snapped + side], axis=-1)  # (N, L, 4)
     return corner_xy[..., ::-1].copy(), snapped.astype(np.float32), boxes.astype(np.float32)
 
