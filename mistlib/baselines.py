@@ -99,14 +99,13 @@ class ChannelwiseMIST(MIST):
         cfg = self.config
         self.heatmap_net = HeatmapNet(dataclasses.replace(cfg.heatmap_config(), scales=(cfg.reference_size,)))
         self.heatmap_net.head = nn.Conv2d(cfg.heatmap_channels, cfg.k, kernel_size=1)
-        self.temperature = 1.0  # softmax over raw scores; the network learns their scale
 
     def extract(self, images: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if k is not None and k != self.config.k:
             raise ValueError(f"the channel-wise model has exactly k={self.config.k} channels, got k={k}")
         scores = self.heatmap_net.scores(images)  # (B, K, H, W): one channel per keypoint
         batch, channels, height, width = scores.shape
-        weights = torch.softmax(scores.flatten(2) / self.temperature, dim=-1).view_as(scores)
+        weights = torch.softmax(scores.flatten(2), dim=-1).view_as(scores)  # the network learns the scale
         ys = torch.arange(height, device=images.device, dtype=images.dtype)
         xs = torch.arange(width, device=images.device, dtype=images.dtype)
         x = (weights.sum(2) * xs).sum(-1)  # (B, K) expected column

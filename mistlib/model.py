@@ -7,7 +7,7 @@ patch sampler ``S``. Training it is the job of :mod:`mistlib.lifting` (Algorithm
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -54,7 +54,6 @@ class MISTConfig:
     task_width: int = 8  # base width of the task network (channels 8, 16, ..., 128; §8)
     num_classes: int = 10  # classes of the classification task (digits)
     background: float = 0.0  # image value where no instance is; eq. (6) places patches on this canvas
-    extra: dict = field(default_factory=dict, compare=False)  # free-form notes carried into checkpoints
 
     def __post_init__(self) -> None:
         if self.task not in ("reconstruct", "classify"):
