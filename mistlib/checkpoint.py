@@ -14,10 +14,8 @@ optimiser states and RNG states (:func:`rng_state`); ``meta`` is free-form (step
 from __future__ import annotations
 
 import dataclasses
-import os
 import pickle
 import random
-import tempfile
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -26,6 +24,7 @@ import numpy as np
 import torch
 
 from mistlib import __version__
+from mistlib.files import atomic_write
 
 FORMAT = "mistlib-checkpoint"  # the marker that tells our checkpoints from any other torch file
 VERSION = 1  # bumped when the layout of the dict changes
@@ -127,6 +126,7 @@ def save_checkpoint(
     Raises: ``ValueError`` if ``config`` is not JSON-serialisable or ``state``/``meta`` hold other objects.
 
     Example:
+        >>> import tempfile
         >>> path = Path(tempfile.mkdtemp()) / "linear.pt"
         >>> state = {"model": torch.nn.Linear(2, 1).state_dict()}
         >>> save_checkpoint(path, state=state, config={"in": 2}, kind="linear", half=True)
@@ -151,27 +151,7 @@ def save_checkpoint(
         "meta": dict(meta or {}),
         "created_with": {"mistlib": __version__, "torch": str(torch.__version__)},
     }
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            torch.save(checkpoint, file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; checkpoints are meant to be shared
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename itself durable (POSIX); harmless where directories cannot be opened
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    atomic_write(path, lambda file: torch.save(checkpoint, file))
 
 
 def load_checkpoint(
@@ -194,6 +174,7 @@ def load_checkpoint(
         holds another ``kind``.
 
     Example:
+        >>> import tempfile
         >>> path = Path(tempfile.mkdtemp()) / "empty.pt"
         >>> save_checkpoint(path, state={}, config={"in": 2}, kind="linear")
         >>> load_checkpoint(path, kind="linear")["config"]

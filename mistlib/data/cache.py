@@ -12,12 +12,13 @@ import dataclasses
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 
 import torch
+
+from mistlib.files import atomic_write
 
 # Bump when a generator changes what it draws for a given seed: old cache files then stop matching.
 GENERATOR_VERSION = 2
@@ -86,23 +87,14 @@ def save_cached(path: Path, key: str, tensors: dict[str, torch.Tensor]) -> None:
     Missing parent folders are created. See :func:`load_cached` for reading it back.
 
     Example:
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     path = Path(tmp) / "cache" / "set.pt"
         ...     save_cached(path, "my-key", {"images": torch.zeros(2, 1, 4, 4)})
         ...     print(sorted(p.name for p in path.parent.iterdir()))
         ['set.pt']
     """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save({"key": key, "tensors": tensors}, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: torch.save({"key": key, "tensors": tensors}, handle))
 
 
 def load_cached(
@@ -124,6 +116,7 @@ def load_cached(
     unreadable, written for another key, or lacks a tensor / has a wrong shape.
 
     Example:
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     path = Path(tmp) / "set.pt"
         ...     print(load_cached(path, "my-key", {"images": (2,)}))  # missing: no warning

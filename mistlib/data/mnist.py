@@ -16,8 +16,6 @@ from __future__ import annotations
 import functools
 import gzip
 import hashlib
-import os
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from mistlib.data.cache import data_dir
+from mistlib.files import atomic_write
 
 # IDX element types (third magic byte) and their big-endian numpy dtypes.
 IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -42,6 +41,7 @@ class DownloadError(RuntimeError):
     """The MNIST files could not be fetched (no network, bad URL or a corrupt download).
 
     Example:
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:  # an empty folder as the mirror: nothing to fetch
         ...     try:
         ...         download_mnist(Path(tmp) / "mnist", base_url=Path(tmp).as_uri())
@@ -89,6 +89,7 @@ def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (gzip-compressed or not; detected from its first bytes) into a numpy array.
 
     Example:
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     write_idx(Path(tmp) / "images.idx.gz", np.zeros((2, 28, 28), np.uint8))
         ...     images = read_idx(Path(tmp) / "images.idx.gz")
@@ -119,6 +120,7 @@ def write_idx(path: str | Path, array: np.ndarray) -> None:
 
     Example:
         >>> labels = np.array([3, 1, 4], dtype=np.uint8)
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     write_idx(Path(tmp) / "labels.idx", labels)
         ...     print(read_idx(Path(tmp) / "labels.idx").tolist())
@@ -141,6 +143,7 @@ def find_mnist_files(directory: str | Path | None = None) -> dict[str, Path] | N
     unless all four are there.
 
     Example:
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:
         ...     print(find_mnist_files(tmp))
         None
@@ -317,6 +320,7 @@ def download_mnist(
     Returns: the paths of the four files.
 
     Example:
+        >>> import tempfile
         >>> with tempfile.TemporaryDirectory() as tmp:  # a local mirror of four tiny IDX files
         ...     mirror = Path(tmp) / "mirror"
         ...     mirror.mkdir()
@@ -360,12 +364,4 @@ def _fetch(url: str, path: Path, rank: int, timeout: float) -> None:
         raise DownloadError(f"downloaded file is not valid MNIST data: {error}") from error
     if array.ndim != rank or (rank == 3 and array.shape[1:] != (28, 28)):
         raise DownloadError(f"{url}: expected a {rank}-D MNIST array, got shape {array.shape}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda handle: handle.write(data))
