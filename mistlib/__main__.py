@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 from pathlib import Path
 
-from mistlib.experiments import DATASETS, METHODS, TASKS, evaluate, load_model, recipe, train
+from mistlib.experiments import BUDGETS, DATASETS, METHODS, TASKS, evaluate, load_model, recipe, train
 
 CHECKPOINTS = Path("data/checkpoints")
 
@@ -24,12 +25,13 @@ def _train(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "device"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    experiment = recipe(args.task, args.data, args.method, seed=args.seed)
+    experiment = recipe(args.task, args.data, args.method, budget=args.budget, seed=args.seed)
     if args.train_size is not None:
         experiment.train_size = args.train_size
     experiment.train.update(overrides)
     out = Path(args.out) if args.out else CHECKPOINTS / f"{experiment.name}.pt"
-    meta = train(experiment, out, resume=args.resume, log_path=args.log)
+    command = "python -m mistlib " + shlex.join(args.argv)
+    meta = train(experiment, out, resume=args.resume, log_path=args.log, command=command)
     metrics = evaluate(load_model(out, device=args.device or "auto")[0], experiment, size=args.eval_size)
     print(
         json.dumps(
@@ -57,6 +59,7 @@ def _reproduce(args: argparse.Namespace) -> int:
         steps=args.steps,
         eval_size=args.size,
         train_size=args.train_size,
+        budget=args.budget,
     )
     return 0
 
@@ -69,6 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--task", choices=TASKS, default="reconstruct")
     p.add_argument("--data", choices=list(DATASETS), default="mnist-hard")
     p.add_argument("--method", choices=METHODS, default="mist")
+    p.add_argument("--budget", choices=BUDGETS, default="gpu", help="recipe size: gpu (full) or cpu (small)")
     p.add_argument("--steps", type=int, help="optimisation steps (recipe default otherwise)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--train-size", type=int, help="number of generated training images")
@@ -92,6 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoints", default=str(CHECKPOINTS))
     p.add_argument("--results", default="results")
     p.add_argument("--retrain", action="store_true", help="train every row even when its checkpoint exists")
+    p.add_argument("--budget", choices=BUDGETS, default="gpu", help="recipe of rows that are trained")
     p.add_argument("--steps", type=int, help="override the training steps of rows that are trained")
     p.add_argument("--train-size", type=int, help="override the generated training images of trained rows")
     p.add_argument("--size", type=int, default=1000, help="number of test images")
@@ -100,7 +105,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv
     return args.run(args)
 
 

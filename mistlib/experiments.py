@@ -9,6 +9,7 @@ setting needed to train it again. :func:`train` runs it and writes a small fp16 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -79,8 +80,17 @@ class Experiment:
         return base(**{"seed": self.seed, **self.train})
 
 
-def recipe(task: str, data: str, method: str, **overrides) -> Experiment:
+BUDGETS = ("gpu", "cpu")
+
+
+def recipe(task: str, data: str, method: str, budget: str = "gpu", **overrides) -> Experiment:
     """The settings we use for a table row; keyword overrides go to :class:`Experiment` fields.
+
+    ``budget="gpu"`` is the full recipe (§8 networks, 6,000 steps of batch 32: minutes on a GPU).
+    ``budget="cpu"`` is what a 2-core CPU can train in about a quarter of an hour per row: a slim heatmap
+    network (16 channels, 2 blocks), batch 16, a few hundred steps, 2 keypoint iterations. It exists so
+    that the shipped checkpoints could be made without a GPU; its numbers are far from the paper's and the
+    results files say which budget produced each row.
 
     Example:
         >>> experiment = recipe("reconstruct", "gabor", "mist", seed=3)
@@ -88,7 +98,12 @@ def recipe(task: str, data: str, method: str, **overrides) -> Experiment:
         ('reconstruct-gabor-mist', 3, 25, 0.5)
         >>> experiment.train["steps"], experiment.trainer_config().seed
         (6000, 3)
+        >>> small = recipe("reconstruct", "mnist-hard", "mist", budget="cpu")
+        >>> small.model.heatmap_channels, small.train["steps"], small.train["warmup_steps"]
+        (16, 700, 400)
     """
+    if budget not in BUDGETS:
+        raise ValueError(f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}")
     model = MISTConfig(task=task)
     if data == "gabor":
         gabor = GaborConfig()
@@ -100,6 +115,13 @@ def recipe(task: str, data: str, method: str, **overrides) -> Experiment:
         # research/README.md: the auto-encoder must first learn to encode windows (per-patch loss on random
         # windows), or stage 2 pushes keypoints off the ink; then small, gradient-proportional keypoint steps
         train.update(warmup_steps=1500, lift_weighting=5.0, refine_iterations=4, refine_step=0.5)
+    if budget == "cpu":
+        model = dataclasses.replace(model, heatmap_channels=16, heatmap_blocks=2)
+        train.update(batch_size=16, steps=400)
+        if method == "mist":
+            # Gabor images hold 25 instances: a lifting step costs ~2.7x an MNIST one
+            warmup, lifting = (300, 150) if data == "gabor" else (400, 300)
+            train.update(warmup_steps=warmup, steps=warmup + lifting, refine_iterations=2, refine_step=1.0)
     experiment = Experiment(task=task, data=data, method=method, model=model, train=train)
     return dataclasses.replace(experiment, **overrides)
 
@@ -188,12 +210,14 @@ def train(
     resume: bool = False,
     log_path: str | Path | None = None,
     probe_size: int = 4,
+    command: str | None = None,
 ) -> dict:
     """Train an experiment and write its fp16 model checkpoint to ``out``.
 
     A resumable checkpoint (weights, optimiser states, step) is kept at ``<out>.resume`` while training and
     removed at the end; ``resume=True`` continues from it. With ``log_path`` (MIST only), the training log
-    of lifting snapshots on ``probe_size`` test images is written there.
+    of lifting snapshots on ``probe_size`` test images is written there. ``command``, the command line that
+    trains this experiment, is kept in the metadata so that tables can cite it.
 
     Returns: the checkpoint's metadata (steps, wall time, device, final losses).
 
@@ -226,6 +250,8 @@ def train(
         probe_images, _, probe_labels, _ = dataset_tensors(probe)
         log = TrainingLog({"experiment": experiment.name, "seed": experiment.seed})
         trainer.record_to(log, probe_images, probe_labels if experiment.task == "classify" else None)
+        if not trainer.config.snapshot_every:  # about 60 snapshots over the run
+            trainer.config.snapshot_every = max(1, trainer.config.steps // 60)
     if resume and resume_path.exists():
         trainer.resume(resume_path)
     trainer.fit(images, labels if experiment.task == "classify" else None, checkpoint=resume_path)
@@ -238,11 +264,54 @@ def train(
         "final_losses": trainer.history[-1] if trainer.history else {},
         "history": trainer.history,
     }
+    if command is not None:
+        meta["command"] = command
     save_model(out, experiment, trainer.model, meta)
     if log is not None:
         log.save(log_path)
     resume_path.unlink(missing_ok=True)
     return meta
+
+
+def checkpoint_dir() -> Path:
+    """Where the shipped checkpoints live: ``$MIST_CHECKPOINTS`` if set, else ``data/checkpoints/``.
+
+    Example:
+        >>> import os
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, MIST_CHECKPOINTS="/srv/ckpt"):
+        ...     print(checkpoint_dir().as_posix())
+        /srv/ckpt
+        >>> checkpoint_dir().parts[-2:]
+        ('data', 'checkpoints')
+    """
+    env = os.environ.get("MIST_CHECKPOINTS")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+
+
+def pretrained(name: str, device: str = "cpu") -> tuple[MIST, Experiment, dict]:
+    """Load a shipped checkpoint by name, e.g. ``"reconstruct-mnist-hard-mist"``: (model, experiment, meta).
+
+    The model runs on images (B, 1, 80, 80) and is in eval mode on ``device``. A missing checkpoint raises
+    :class:`~mistlib.checkpoint.CheckpointError` with the command that trains it.
+
+    Example:
+        >>> pretrained("reconstruct-mnist-hard-nothing")
+        Traceback (most recent call last):
+        ...
+        mistlib.checkpoint.CheckpointError: no checkpoint 'reconstruct-mnist-hard-nothing' ...
+    """
+    path = checkpoint_dir() / f"{name}.pt"
+    if not path.exists():
+        task, _, rest = name.partition("-")
+        data, _, method = rest.rpartition("-")
+        raise CheckpointError(
+            f"no checkpoint {name!r} in {path.parent}; train it with: python -m mistlib train "
+            f"--task {task} --data {data} --method {method} --out {path}"
+        )
+    return load_model(path, device=device)
 
 
 def save_model(path: str | Path, experiment: Experiment, model: MIST, meta: dict) -> None:

@@ -7,6 +7,7 @@ beside the paper's, with the command, seed, steps, device and wall time that pro
 from __future__ import annotations
 
 import json
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,12 +75,15 @@ def reproduce(
     steps: int | None = None,
     eval_size: int = 1000,
     train_size: int | None = None,
+    budget: str = "gpu",
 ) -> list[Row]:
     """Build ``table`` ("table1" or "table2"), write ``results/<table>.{md,json}``, return its rows.
 
     A row whose checkpoint exists under ``checkpoints`` is loaded (unless ``retrain``); otherwise it is
-    trained with its recipe, with ``steps`` and ``train_size`` overridden when given. Each row is evaluated
-    on ``eval_size`` fresh test images (N, 1, 80, 80) by :func:`mistlib.experiments.evaluate`.
+    trained with its recipe of size ``budget`` ("gpu" or "cpu", see :func:`~mistlib.experiments.recipe`),
+    with ``steps`` and ``train_size`` overridden when given. A row cites the command stored in its checkpoint.
+    Each row is evaluated on ``eval_size`` fresh test images (N, 1, 80, 80)
+    (:func:`mistlib.experiments.evaluate`).
 
     Example:
         >>> reproduce("table3")
@@ -92,8 +96,10 @@ def reproduce(
         raise ValueError(f"table must be one of {', '.join(TABLES)}; got {table!r}")
     rows = []
     for task, data, method in TABLES[table]:
-        experiment = recipe(task, data, method)
+        experiment = recipe(task, data, method, budget=budget)
         command = f"python -m mistlib train --task {task} --data {data} --method {method}"
+        if budget != "gpu":
+            command += f" --budget {budget}"
         if steps is not None:
             experiment.train["steps"] = steps
             command += f" --steps {steps}"
@@ -102,7 +108,7 @@ def reproduce(
             command += f" --train-size {train_size}"
         path = checkpoints / f"{experiment.name}.pt"
         if retrain or not path.exists():
-            train(experiment, path)
+            train(experiment, path, command=command)
         model, experiment, meta = load_model(path)
         ours = evaluate(model, experiment, size=eval_size)
         rows.append(
@@ -112,7 +118,7 @@ def reproduce(
                 method,
                 ours,
                 PAPER[(task, data, method)],
-                command,
+                meta.get("command", command),
                 experiment.seed,
                 int(meta.get("steps", 0)),
                 str(meta.get("device_name", meta.get("device", "?"))),
@@ -161,3 +167,48 @@ def render(table: str, rows: list[Row]) -> str:
         cells += [str(r.steps), r.device, f"{r.wall_time_s:.0f} s", f"`{shlex.join(r.command.split())}`"]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
+
+
+def default_results_dir() -> Path:
+    """Where reproduced tables are read from: ``$MIST_RESULTS`` if set, else ``results/`` beside ``mistlib/``.
+
+    Example:
+        >>> import os
+        >>> from unittest import mock
+        >>> with mock.patch.dict(os.environ, MIST_RESULTS="/srv/results"):
+        ...     print(default_results_dir().as_posix())
+        /srv/results
+        >>> with mock.patch.dict(os.environ, MIST_RESULTS=""):  # unset or empty: the repository's results/
+        ...     print(default_results_dir().relative_to(Path(__file__).resolve().parents[1]))
+        results
+    """
+    env = os.environ.get("MIST_RESULTS")
+    if env:
+        return Path(env).expanduser()
+    return Path(__file__).resolve().parents[1] / "results"
+
+
+def load_results(table: str, results_dir: str | Path | None = None) -> list[Row]:
+    """The rows of ``<results_dir>/<table>.json`` as :func:`reproduce` wrote them, as :class:`Row` objects.
+
+    ``results_dir`` defaults to :func:`default_results_dir`. A missing file raises ``FileNotFoundError``
+    naming the command that writes it.
+
+    Example:
+        >>> import tempfile
+        >>> paper = PAPER[("reconstruct", "gabor", "mist")]
+        >>> command = "python -m mistlib train --budget cpu"
+        >>> row = Row("reconstruct", "gabor", "mist", {"rmse": 0.1}, paper, command,
+        ...           seed=0, steps=450, device="cpu", wall_time_s=812.0)
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     _ = (Path(tmp) / "table1.json").write_text(json.dumps({"note": NOTE, "rows": [vars(row)]}))
+        ...     rows = load_results("table1", tmp)
+        >>> rows == [row], rows[0].ours, rows[0].steps
+        (True, {'rmse': 0.1}, 450)
+    """
+    if table not in TABLES:
+        raise ValueError(f"table must be one of {', '.join(TABLES)}; got {table!r}")
+    path = Path(results_dir if results_dir is not None else default_results_dir()) / f"{table}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no {path}; write it with: python -m mistlib reproduce {table}")
+    return [Row(**row) for row in json.loads(path.read_text())["rows"]]

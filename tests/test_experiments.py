@@ -12,7 +12,7 @@ import torch
 
 from mistlib.__main__ import main
 from mistlib.checkpoint import CheckpointError
-from mistlib.experiments import Experiment, load_model, recipe
+from mistlib.experiments import Experiment, load_model, pretrained, recipe
 from mistlib.tables import render, reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,6 +32,20 @@ def test_recipes_fit_their_data():
     hard = recipe("classify", "mnist-hard", "channelwise", seed=3)
     assert (hard.name, hard.seed, hard.model.task) == ("classify-mnist-hard-channelwise", 3, "classify")
     assert type(recipe("reconstruct", "mnist-hard", "mist").trainer_config()).__name__ == "LiftingConfig"
+
+
+def test_cpu_budget_is_smaller_but_the_same_method():
+    full, small = (
+        recipe("reconstruct", "mnist-hard", "mist"),
+        recipe("reconstruct", "mnist-hard", "mist", budget="cpu"),
+    )
+    assert (small.model.heatmap_channels, small.model.heatmap_blocks) == (16, 2)
+    assert small.train["steps"] < full.train["steps"] and small.train["batch_size"] < full.train["batch_size"]
+    assert 0 < small.train["warmup_steps"] < small.train["steps"]  # lifting does run after the warm-up
+    assert (small.model.k, small.model.scales) == (full.model.k, full.model.scales)
+    assert recipe("reconstruct", "gabor", "grid", budget="cpu").model.k == 25
+    with pytest.raises(ValueError, match="budget"):
+        recipe("reconstruct", "mnist-hard", "mist", budget="tpu")
 
 
 @pytest.mark.parametrize(("field", "value"), [("task", "denoise"), ("data", "cifar"), ("method", "rnn")])
@@ -59,6 +73,19 @@ def test_cli_train_then_evaluate_round_trip(tmp_path, capsys):
     assert evaluated["rmse"] == pytest.approx(trained["rmse"], rel=1e-2)  # fp16 weights vs fp32: close
     model, experiment, meta = load_model(out)
     assert experiment.method == "grid" and meta["steps"] == 3 and not model.training
+    assert meta["command"].startswith("python -m mistlib train --method grid --steps 3")  # tables cite it
+
+
+def test_pretrained_loads_by_name_and_says_how_to_train_a_missing_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MIST_CHECKPOINTS", str(tmp_path))
+    with pytest.raises(CheckpointError, match="--task classify --data mnist-hard --method naive"):
+        pretrained("classify-mnist-hard-naive")
+    args = ["train", "--method", "grid", "--budget", "cpu", "--steps", "1", "--batch-size", "2"]
+    out = tmp_path / "reconstruct-mnist-hard-grid.pt"
+    assert main([*args, "--train-size", "4", "--eval-size", "2", "--out", str(out), "--device", "cpu"]) == 0
+    model, experiment, meta = pretrained("reconstruct-mnist-hard-grid")
+    assert experiment.model.heatmap_channels == 16 and "--budget cpu" in meta["command"]
+    assert next(model.parameters()).device.type == "cpu" and not model.training
 
 
 def test_cli_classification_reports_table2_metrics(tmp_path, capsys):
