@@ -1,4 +1,4 @@
-"""Tests of mistlib/viz.py: pure plotting functions that return figures."""
+"""Tests of mistlib/viz/scenes.py: dataset samples drawn with their boxes and labels."""
 
 from __future__ import annotations
 

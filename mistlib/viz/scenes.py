@@ -1,9 +1,4 @@
-"""Pure plotting functions that return matplotlib figures (for the chapters, their widgets and the tests).
-
-Every function builds a new :class:`matplotlib.figure.Figure` with the object-oriented API: nothing is shown,
-no pyplot state or rc setting is touched, so a test can call the same function a widget does.
-Images are drawn in pixel coordinates (pixel ``(i, j)`` has centre ``x = j, y = i``; x right, y down).
-"""
+"""Dataset samples drawn with their ground-truth boxes and labels (see :mod:`mistlib.viz` for conventions)."""
 
 from __future__ import annotations
 
