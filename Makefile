@@ -23,11 +23,19 @@ $(STAMP): pyproject.toml
 test: $(STAMP)
 	$(PY) -m pytest
 
-# Executes every chapter (the .py source is the truth; the paired .ipynb stores the outputs).
+# Builds the website into _build/html from the committed, executed chapters/*.ipynb, with warnings as errors.
+# Execution is off (book.yml says why: nbval in `make test` re-runs every notebook and fails on any changed
+# output, and a test keeps each .ipynb in sync with its .py). `make book EXECUTE=1` re-executes the chapters
+# first (the .py is the source; jupytext stores the outputs in the paired .ipynb).
 book: $(STAMP)
-	@if [ -n "$(CHAPTERS)" ]; then \
-	  $(VENV)/bin/jupytext --sync --execute --set-kernel python3 $(CHAPTERS); \
-	else echo "No chapters yet: nothing to execute."; fi
+ifeq ($(EXECUTE),1)
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(VENV)/bin/jupytext --sync --execute --set-kernel python3 $(CHAPTERS)
+endif
+	$(VENV)/bin/jupyter-book build . --config book.yml --toc toc.yml -W --keep-going
+	@echo ""
+	@echo "The site is in _build/html. Open it with:"
+	@echo "    $(PY) -m http.server -d _build/html 8000   # then browse http://127.0.0.1:8000"
+	@echo "(or open _build/html/index.html directly in a browser)"
 
 lab: $(STAMP)
 	$(VENV)/bin/jupyter lab --allow-root chapters/
