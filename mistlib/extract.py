@@ -71,6 +71,12 @@ def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor) -> torch.T
     _check_scales_for(scales, num_scales, f"heatmap of shape {tuple(heatmap.shape)}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= height * width:
         raise ValueError(f"k must be an integer in [1, H * W = {height * width}], got k = {k!r}")
+    return _topk_extract(heatmap, k, scales)
+
+
+def _topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor) -> torch.Tensor:
+    """:func:`topk_extract` without input checks (no host sync), for the optimised lifting step."""
+    batch, num_scales, height, width = heatmap.shape
     scales = scales.to(heatmap)
     peak = heatmap.amax(dim=1).flatten(1)  # (B, H * W), eq. (3) on the raw h
     index = peak.topk(k, dim=1, sorted=True).indices  # (B, K)
@@ -122,6 +128,12 @@ def target_heatmap(keypoints: torch.Tensor, scales: torch.Tensor, size: Sequence
     check_keypoints("keypoints", keypoints)
     check_scales("scales", scales)
     height, width = _check_size(size)
+    return _target_heatmap(keypoints, scales, (height, width))
+
+
+def _target_heatmap(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """:func:`target_heatmap` without input checks (no host sync), for the optimised lifting step."""
+    height, width = size
     batch, k, _ = keypoints.shape
     scales = scales.to(keypoints)
     num_scales = scales.numel()

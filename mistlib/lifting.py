@@ -8,9 +8,11 @@ The top-K extractor ``E_K`` has no useful gradient, so the keypoints it selects 
 3. ``h_bar = E_K^{-1}(x*)``; one optimiser step on the heatmap network ``eta`` with
    ``L_lift = ||h_bar - H_eta(I)||^2`` (eq. 14).
 
-Stage 2 uses Adam on the keypoints, freshly started for every batch: Adam's first steps move each
-coordinate by about ``refine_step`` pixels whatever the size of the gradient, so the step is stated in
-pixels (the authors' code uses plain SGD on normalised coordinates with 2 iterations instead).
+Stage 2 takes, by default, gradient steps scaled by the batch's RMS gradient (``refine_optimizer="scaled"``):
+a typical keypoint moves ``refine_step`` pixels per iteration and one without signal stays put. Adam,
+restarted per batch (``"adam"``), moves every coordinate by the full step whatever its gradient, which
+research/README.md measured to push keypoints off the digits. The authors' code uses plain SGD on
+normalised coordinates with 2 iterations.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from mistlib.extract import target_heatmap
+from mistlib.extract import _target_heatmap, target_heatmap
 from mistlib.model import MIST, MISTOutput
 from mistlib.training import TrainConfig, Trainer, resolve_device, step_generator
 
@@ -34,6 +36,12 @@ class LiftingConfig(TrainConfig):
         >>> config = LiftingConfig(steps=100, warmup_steps=20, refine_iterations=2)
         >>> config.refine_optimizer, config.warmup_loss, config.batch_size
         ('scaled', 'patch', 32)
+        >>> config.fast, LiftingConfig(fast=True, amp=True).amp  # the optimised step is opt-in
+        (False, True)
+        >>> LiftingConfig(compile=True)
+        Traceback (most recent call last):
+        ...
+        ValueError: compile: only in the optimised step, set fast=True as well
     """
 
     lr_task: float = 1e-3  # Adam learning rate of the task network tau (stage 1)
@@ -48,6 +56,19 @@ class LiftingConfig(TrainConfig):
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     snapshot_every: int = 0  # record the probe images into the training log every n steps (0: never)
+    # The optimised step of issue 6 (bench/README.md). All off: the plain fp32 eager reference step.
+    fast: bool = False  # no input checks or host syncs inside the step; one sync per step for the losses
+    amp: bool = False  # bf16 autocast of both networks (fast only); heads, losses and keypoints stay fp32
+    channels_last: bool = False  # NHWC memory format for both networks' convolutions
+    pack_scales: bool = False  # run the heatmap trunk once on a canvas of all S scales (fast only)
+    fused_adam: bool = False  # Adam's fused kernels for tau and eta (foreach where fused is unavailable)
+    compile: bool = False  # torch.compile the heatmap and task pipelines (fast only), eager fallback
+    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs
+
+    def __post_init__(self) -> None:
+        needs_fast = [name for name in ("amp", "pack_scales", "compile") if getattr(self, name)]
+        if needs_fast and not self.fast:
+            raise ValueError(f"{', '.join(needs_fast)}: only in the optimised step, set fast=True as well")
 
 
 def clamp_keypoints(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -163,7 +184,11 @@ def lift_target(
         >>> target[0, :, 6, 5].tolist(), target.sum().item()
         ([0.5, 0.5], 1.0)
     """
-    target = target_heatmap(keypoints, scales, size)  # (B, S, H, W)
+    return _blur_target(target_heatmap(keypoints, scales, size), sigma)  # (B, S, H, W)
+
+
+def _blur_target(target: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each point of ``target`` (B, S, H, W) spread into a separable Gaussian of peak 1 (sigma > 0)."""
     if sigma <= 0:
         return target
     radius = max(1, int(3 * sigma))
@@ -174,6 +199,80 @@ def lift_target(
     cols = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
     blurred = F.conv2d(F.pad(target, (0, 0, radius, radius)), rows, groups=channels)
     return F.conv2d(F.pad(blurred, (radius, radius, 0, 0)), cols, groups=channels)
+
+
+def optimized_settings(device: str | torch.device) -> dict[str, bool]:
+    """The :class:`LiftingConfig` options of the optimised step for a device type (bench/README.md).
+
+    CUDA: every option (bf16 autocast, channels-last, fused Adam, ``torch.compile``). CPU: only those
+    that measured at least as fast as the reference on the project's 2-core CPU (no autocast: no bf16
+    units; no compile: its minutes of compilation outweigh a short run).
+
+    Example:
+        >>> optimized_settings("cpu")
+        {'fast': True, 'channels_last': True, 'fused_adam': True}
+        >>> LiftingConfig(**optimized_settings("cuda")).compile
+        True
+    """
+    if torch.device(device).type == "cuda":
+        return {"fast": True, "amp": True, "channels_last": True, "fused_adam": True, "compile": True}
+    return {"fast": True, "channels_last": True, "fused_adam": True}
+
+
+def make_adam(parameters, lr: float, fused: bool = False) -> torch.optim.Adam:
+    """Adam; with ``fused`` its fused kernels, or the foreach ones where this build has no fused Adam.
+
+    Example:
+        >>> make_adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3, fused=True).defaults["lr"]
+        0.001
+    """
+    parameters = list(parameters)
+    if fused:
+        try:
+            return torch.optim.Adam(parameters, lr=lr, fused=True)
+        except (RuntimeError, ValueError):  # no fused Adam for this device or build
+            return torch.optim.Adam(parameters, lr=lr, foreach=True)
+    return torch.optim.Adam(parameters, lr=lr)
+
+
+class CompiledFn:
+    """``fn`` under ``torch.compile`` (static shapes), or eager ``fn`` when compiling is off or fails.
+
+    A compiler that is missing or fails (no C++ compiler, an unsupported op, an old build) raises on the
+    first call; the error is kept in :attr:`error`, a warning is issued and every later call runs eagerly.
+
+    Example:
+        >>> double = CompiledFn(lambda x: 2 * x, enabled=False)
+        >>> double(torch.ones(2)), double.compiled
+        (tensor([2., 2.]), False)
+    """
+
+    def __init__(self, fn, enabled: bool = True, mode: str = "default") -> None:
+        self.fn, self.error, self._compiled = fn, None, None
+        if enabled:
+            try:
+                self._compiled = torch.compile(fn, mode=mode, dynamic=False)
+            except Exception as error:  # noqa: BLE001 - any failure means: run eagerly
+                self._fail(error)
+
+    @property
+    def compiled(self) -> bool:
+        """Whether calls go through the compiled function."""
+        return self._compiled is not None
+
+    def _fail(self, error: Exception) -> None:
+        import warnings
+
+        self.error, self._compiled = f"{type(error).__name__}: {error}"[:500], None
+        warnings.warn(f"torch.compile failed, running eagerly: {self.error}", RuntimeWarning, stacklevel=3)
+
+    def __call__(self, *args):
+        if self._compiled is not None:
+            try:
+                return self._compiled(*args)
+            except Exception as error:  # noqa: BLE001 - the eager function is the same computation
+                self._fail(error)
+        return self.fn(*args)
 
 
 class LiftingTrainer(Trainer):
@@ -195,12 +294,16 @@ class LiftingTrainer(Trainer):
             raise ValueError(f"task {task!r} does not match the model's task {model.config.task!r}")
         self.config = config or LiftingConfig()
         self.model = model.to(resolve_device(self.config.device))
+        if self.config.channels_last:
+            self.model.to(memory_format=torch.channels_last)
+        fused = self.config.fused_adam
         self.optimizers = {
-            "task": torch.optim.Adam(model.task_net.parameters(), lr=self.config.lr_task),
-            "heatmap": torch.optim.Adam(model.heatmap_net.parameters(), lr=self.config.lr_heatmap),
+            "task": make_adam(model.task_net.parameters(), self.config.lr_task, fused),
+            "heatmap": make_adam(model.heatmap_net.parameters(), self.config.lr_heatmap, fused),
         }
         self.log: TrainingLog | None = None
         self.probe: tuple[torch.Tensor, torch.Tensor | None] | None = None
+        self._fast: dict | None = None  # the optimised step's functions, built at its first call
 
     def random_keypoints(self, batch: int, size: tuple[int, int]) -> torch.Tensor:
         """K uniformly random windows per image for the warm-up, drawn from this step's generator."""
@@ -252,6 +355,8 @@ class LiftingTrainer(Trainer):
         }
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        if self.config.fast:
+            return self.fast_train_step(images, labels)
         model, config = self.model, self.config
         size = tuple(images.shape[-2:])
         if self.log is not None and config.snapshot_every and self.step % config.snapshot_every == 0:
@@ -297,6 +402,187 @@ class LiftingTrainer(Trainer):
         heat_opt.step()
         moved = (refined[..., :2] - keypoints[..., :2]).norm(dim=-1).mean()
         return {"task": task_loss.item(), "lift": lift_loss.item(), "moved_px": moved.item()}
+
+    # -- the optimised step (issue 6) ------------------------------------------------------------------
+    def fast_functions(self) -> dict:
+        """The optimised step's pieces, built once: ``extract`` (images -> heatmap, keypoints),
+        ``task_loss`` (images, keypoints, labels -> per-image L_task (B,)) and ``patch_loss`` (the warm-up
+        loss), each a :class:`CompiledFn` (compiled when ``config.compile``), and the keypoint bounds.
+        """
+        if self._fast is None:
+            model, c = self.model, self.config
+            amp_dtype = torch.bfloat16 if c.amp else None
+
+            def extract(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+                return model.fast_extract(images, pack_scales=c.pack_scales, amp_dtype=amp_dtype)
+
+            def task_loss(images: torch.Tensor, keypoints: torch.Tensor, labels: torch.Tensor | None):
+                out = model.fast_run_task(images, keypoints, amp_dtype=amp_dtype)
+                return model.task_loss(images, out, labels, reduction="none")  # (B,)
+
+            def patch_loss(images: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
+                out = model.fast_run_task(images, keypoints, amp_dtype=amp_dtype)
+                return ((out.task_output - out.patches) ** 2).mean()
+
+            scales = model.scales.tolist()  # python floats: no sync inside the step
+            size = model.config.image_size
+            self._fast = {
+                "extract": CompiledFn(extract, c.compile, c.compile_mode),
+                "task_loss": CompiledFn(task_loss, c.compile, c.compile_mode),
+                "patch_loss": CompiledFn(patch_loss, c.compile, c.compile_mode),
+                "low": torch.tensor([0.0, 0.0, scales[0]], device=self.device),
+                "high": torch.tensor([size - 1.0, size - 1.0, scales[-1]], device=self.device),
+                "scales": scales,
+            }
+        return self._fast
+
+    def _trial_compile(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
+        """Compile every variant the step will use (forward and backward, stage 1, 2 and 3) on this batch,
+        before any weight changes; a function whose compilation fails runs eagerly from then on.
+
+        ``torch.compile`` compiles a backward lazily, at its first call, where a failure could no longer be
+        undone (stage 1 would already have updated tau). So this trial runs them all first, on random
+        keypoints drawn from a private generator, and leaves the weights, their gradients and the global
+        random state as they were.
+        """
+        fast, model = self.fast_functions(), self.model
+        shape = (images.shape[0], model.config.k, 3)
+        generator = torch.Generator(device=images.device).manual_seed(0)
+        low, high = fast["low"], self._high(fast, (images.shape[-2], images.shape[-1]))
+        keypoints = low + torch.rand(shape, generator=generator, device=images.device) * (high - low)
+        frozen = [p for p in model.task_net.parameters() if p.requires_grad]
+
+        def stage2() -> None:
+            x = keypoints.clone().requires_grad_(True)
+            for parameter in frozen:
+                parameter.requires_grad_(False)
+            try:
+                torch.autograd.grad(fast["task_loss"](images, x, labels).sum(), x)
+            finally:
+                for parameter in frozen:
+                    parameter.requires_grad_(True)
+
+        def no_grad() -> None:
+            with torch.no_grad():
+                fast["task_loss"](images, keypoints, labels)
+
+        trials = [
+            ("extract", lambda: (fast["extract"](images)[0] ** 2).flatten(1).mean(1).mean().backward()),
+            ("task_loss", lambda: fast["task_loss"](images, keypoints, labels).mean().backward()),
+            ("task_loss", stage2),
+            ("task_loss", no_grad),
+        ]
+        if model.config.task == "reconstruct" and self.config.warmup_steps > self.step:
+            trials.append(("patch_loss", lambda: fast["patch_loss"](images, keypoints).backward()))
+        for name, run in trials:
+            if not fast[name].compiled:
+                continue
+            if self.config.compile_mode == "reduce-overhead":
+                torch.compiler.cudagraph_mark_step_begin()
+            try:
+                run()
+            except Exception as error:  # noqa: BLE001 - the eager function is the same computation
+                fast[name]._fail(error)
+        for parameter in model.parameters():
+            parameter.grad = None
+        fast["tried"] = True
+
+    def _high(self, fast: dict, size: tuple[int, int]) -> torch.Tensor:
+        """Upper keypoint bounds (x, y, s) for images of ``size`` (H, W): cached for the model's size."""
+        if size == (self.model.config.image_size,) * 2:
+            return fast["high"]
+        return torch.tensor([size[1] - 1.0, size[0] - 1.0, fast["scales"][-1]], device=self.device)
+
+    def fast_refine(
+        self, images: torch.Tensor, keypoints: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        """Stage 2 as :meth:`refine` (same update rules), through the optimised task loss: (B, K, 3)."""
+        c, fast = self.config, self.fast_functions()
+        low, high = fast["low"], self._high(fast, (images.shape[-2], images.shape[-1]))
+        x = keypoints.detach().clone().requires_grad_(True)
+        adam = torch.optim.Adam([x], lr=c.refine_step) if c.refine_optimizer == "adam" else None
+        frozen = [p for p in self.model.task_net.parameters() if p.requires_grad]
+        for parameter in frozen:  # the task network is frozen: its backward computes no weight gradients
+            parameter.requires_grad_(False)
+        try:
+            for _ in range(c.refine_iterations):
+                (grad,) = torch.autograd.grad(fast["task_loss"](images, x, labels).sum(), x)
+                with torch.no_grad():
+                    if adam is not None:
+                        x.grad = grad
+                        adam.step()
+                    else:
+                        x.sub_(scaled_step(grad, c.refine_step))
+                    x.copy_(torch.minimum(torch.maximum(x, low), high))  # clamp_keypoints
+        finally:
+            for parameter in frozen:
+                parameter.requires_grad_(True)
+        return x.detach()
+
+    def fast_train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
+        """:meth:`train_step` (Algorithm 1, the same three stages and losses) with the options of issue 6.
+
+        No input checks and no host-device sync inside the step: the losses are read back in one transfer
+        at the end. ``amp`` runs the networks in bf16 (losses, keypoints and heatmap in fp32),
+        ``pack_scales`` the heatmap trunk on one canvas, ``compile`` the heatmap and task pipelines
+        through ``torch.compile``. In fp32 it computes what :meth:`train_step` computes, up to rounding.
+
+        Example:
+            >>> from mistlib.model import MISTConfig
+            >>> tiny = MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=2)
+            >>> trainer = LiftingTrainer(MIST(tiny), "reconstruct", LiftingConfig(device="cpu", fast=True))
+            >>> sorted(trainer.fast_train_step(torch.rand(2, 1, 80, 80), None))
+            ['lift', 'moved_px', 'task']
+        """
+        model, config = self.model, self.config
+        fast = self.fast_functions()
+        size = (images.shape[-2], images.shape[-1])
+        if config.pack_scales:  # build the canvas index eagerly, outside any compiled region
+            model.heatmap_net._packing(model.heatmap_net.scale_sizes(*size), images.device)
+        if config.compile and not fast.get("tried"):
+            self._trial_compile(images, labels)
+        if config.compile and config.compile_mode == "reduce-overhead":
+            torch.compiler.cudagraph_mark_step_begin()
+        if self.log is not None and config.snapshot_every and self.step % config.snapshot_every == 0:
+            self.log.record(self.step, self.inspect(*self.probe))
+
+        warming_up = self.step < config.warmup_steps
+        if warming_up:  # as random_keypoints, with the bounds kept on the device
+            generator = step_generator(config.seed, self.step, images.device)
+            shape = (images.shape[0], model.config.k, 3)
+            uniform = torch.rand(shape, generator=generator, device=images.device)
+            low, high = fast["low"], self._high(fast, size)
+            keypoints = low + uniform * (high - low)  # (B, K, 3)
+        else:
+            heatmap, keypoints = fast["extract"](images)  # (B, S, H, W) kept for stage 3, (B, K, 3)
+            keypoints = keypoints.detach()
+        task_opt = self.optimizers["task"]
+        task_opt.zero_grad(set_to_none=True)
+        if warming_up and config.warmup_loss == "patch" and model.config.task == "reconstruct":
+            task_loss = fast["patch_loss"](images, keypoints)
+        else:
+            task_loss = fast["task_loss"](images, keypoints, labels).mean()
+        task_loss.backward()
+        task_opt.step()
+        if warming_up:
+            return {"warmup": task_loss.item()}
+
+        refined = self.fast_refine(images, keypoints, labels)  # stage 2
+
+        with torch.no_grad():  # stage 3
+            scales = model.scales
+            target = _blur_target(_target_heatmap(refined, scales, size), config.target_sigma)
+            weights = torch.ones(images.shape[0], device=images.device)
+            if config.lift_weighting > 0:
+                weights = torch.exp(-config.lift_weighting * fast["task_loss"](images, refined, labels))
+        heat_opt = self.optimizers["heatmap"]
+        heat_opt.zero_grad(set_to_none=True)
+        lift_loss = (weights * ((heatmap - target) ** 2).flatten(1).mean(1)).mean()  # eq. (14)
+        lift_loss.backward()
+        heat_opt.step()
+        moved = (refined[..., :2] - keypoints[..., :2]).norm(dim=-1).mean()
+        task, lift, moved = torch.stack([task_loss.detach(), lift_loss.detach(), moved]).tolist()  # 1 sync
+        return {"task": task, "lift": lift, "moved_px": moved}
 
     def record_to(self, log: TrainingLog, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """Record :meth:`inspect` of these probe images into ``log`` every ``snapshot_every`` steps."""

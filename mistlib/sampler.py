@@ -68,6 +68,11 @@ def sample_patches(images: torch.Tensor, keypoints: torch.Tensor, size: int = 32
     check_images("images", images)
     check_keypoints("keypoints", keypoints, batch=images.shape[0])
     size = check_positive_int("size", size)
+    return _sample_patches(images, keypoints, size)
+
+
+def _sample_patches(images: torch.Tensor, keypoints: torch.Tensor, size: int) -> torch.Tensor:
+    """:func:`sample_patches` without input checks (no host sync), for the optimised lifting step."""
     batch, channels, height, width = images.shape
     k = keypoints.shape[1]
     keypoints = keypoints.to(images)
@@ -125,6 +130,14 @@ def place_patches(patches: torch.Tensor, keypoints: torch.Tensor, image_size: Se
         raise ValueError(f"image_size must be (H, W), two positive integers, got {image_size!r}")
     height = check_positive_int("image_size[0] (H)", image_size[0])
     width = check_positive_int("image_size[1] (W)", image_size[1])
+    return _place_patches(patches, keypoints, (height, width))
+
+
+def _place_patches(
+    patches: torch.Tensor, keypoints: torch.Tensor, image_size: tuple[int, int]
+) -> torch.Tensor:
+    """:func:`place_patches` without input checks (no host sync), for the optimised lifting step."""
+    height, width = image_size
     batch, k, channels, size, _ = patches.shape
     keypoints = keypoints.to(patches)
     x, y, s = (t[..., None] for t in keypoints.unbind(-1))  # (B, K, 1) each
