@@ -299,3 +299,14 @@ def test_config_table_marks_exactly_the_differing_fields():
     assert len(lines) == 1 + len(vars(gpu))
     with pytest.raises(ValueError, match="same class"):
         config_table(a=gpu, b=recipe("reconstruct", "mnist-hard", "grid").trainer_config())
+
+
+def test_show_compute_draws_one_bar_per_part_in_gflops():
+    from mistlib.viz.results import show_compute
+
+    fig = show_compute({"a": 2e9, "b": 5e8, "c": 1e10})
+    ax = fig.axes[0]
+    assert [bar.get_width() for bar in ax.patches] == pytest.approx([2.0, 0.5, 10.0])
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="flops"):
+        show_compute({})

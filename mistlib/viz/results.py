@@ -698,3 +698,26 @@ def count_flops(module: nn.Module, *inputs: torch.Tensor) -> int:
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
         module(*inputs)
     return int(counter.get_total_flops())
+
+
+def show_compute(flops: Mapping[str, float], title: str = "Where the compute goes") -> Figure:
+    """A horizontal bar chart of FLOPs per forward pass, one bar per named part, in GFLOPs.
+
+    Example:
+        >>> fig = show_compute({"heatmap network": 3.0e9, "auto-encoder x 9": 1.2e9})
+        >>> [round(bar.get_width(), 2) for bar in fig.axes[0].patches]
+        [3.0, 1.2]
+    """
+    if not flops:
+        raise ValueError("flops must name at least one part")
+    names, values = list(flops), [float(v) / 1e9 for v in flops.values()]
+    fig = Figure(figsize=(7.5, 0.45 * len(names) + 1.2), layout="constrained")
+    ax = fig.add_subplot()
+    bars = ax.barh(range(len(names)), values, color=DETECTION_COLOR)
+    ax.set_yticks(range(len(names)), names)
+    ax.invert_yaxis()  # first part on top, in the order given
+    ax.bar_label(bars, fmt="%.2f", padding=3)
+    ax.set_xlabel("GFLOPs per image (one forward pass)")
+    ax.set_xlim(0, max(values) * 1.18)
+    ax.set_title(title)
+    return fig
