@@ -35,6 +35,7 @@
 # ## Setup
 
 # %%
+# %matplotlib inline
 import dataclasses
 import shlex
 import time

@@ -705,7 +705,7 @@ def show_compute(flops: Mapping[str, float], title: str = "Where the compute goe
 
     Example:
         >>> fig = show_compute({"heatmap network": 3.0e9, "auto-encoder x 9": 1.2e9})
-        >>> [round(bar.get_width(), 2) for bar in fig.axes[0].patches]
+        >>> [round(float(bar.get_width()), 2) for bar in fig.axes[0].patches]
         [3.0, 1.2]
     """
     if not flops:
