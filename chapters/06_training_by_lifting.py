@@ -54,9 +54,9 @@ from mistlib.tables import PAPER
 from mistlib.viz.training import (
     compare_methods,
     plot_losses,
+    show_gradient_support,
     show_keypoint_moves,
     show_lifting_stage,
-    show_topk_gradient,
     training_scrubber_widget,
 )
 
@@ -120,7 +120,7 @@ assert 0 < task_pixels <= k  # the task loss touches at most the K picked pixels
 assert lift_pixels == int((heatmap != target).any(1).sum()) and lift_pixels > 10 * k
 
 # %%
-fig = show_topk_gradient(
+fig = show_gradient_support(
     images[0], keypoints[0].detach(), {"dL_task/dh via top-K": task_grad[0], "dL_lift/dh": lift_grad[0]}
 )
 fig

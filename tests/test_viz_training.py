@@ -22,9 +22,9 @@ from mistlib.viz.training import (  # noqa: E402
     ACTIVE_COLOR,
     compare_methods,
     plot_losses,
+    show_gradient_support,
     show_keypoint_moves,
     show_lifting_stage,
-    show_topk_gradient,
     training_scrubber_widget,
 )
 
@@ -292,7 +292,7 @@ def test_topk_gradient_support_is_at_most_k_pixels():
     keypoints = topk_extract(heatmap, 3, torch.tensor([4.0, 6.0]))
     (keypoints**2).sum().backward()
     lift_grad = 2 * (heatmap.detach() - torch.zeros_like(heatmap))  # dL_lift/dh toward an all-zero target
-    fig = show_topk_gradient(
+    fig = show_gradient_support(
         torch.rand(1, 12, 12), keypoints[0].detach(), {"top-K": heatmap.grad[0], "lift": lift_grad[0]}
     )
     support = int((heatmap.grad[0].abs().sum(0) > 0).sum())

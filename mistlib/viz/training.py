@@ -246,7 +246,7 @@ def show_keypoint_moves(
     return fig
 
 
-def show_topk_gradient(
+def show_gradient_support(
     image: torch.Tensor, keypoints: torch.Tensor, gradients: Mapping[str, torch.Tensor], size: float = 2.6
 ) -> Figure:
     """Where a loss sends gradient into the heatmap: the image with its K picks, then ``|dL/dh|`` per loss.
@@ -262,7 +262,7 @@ def show_topk_gradient(
 
     Example:
         >>> grad = torch.zeros(2, 8, 8); grad[0, 3, 4] = 0.5
-        >>> fig = show_topk_gradient(torch.rand(1, 8, 8), torch.tensor([[4.0, 3.0, 4.0]]), {"top-K": grad})
+        >>> fig = show_gradient_support(torch.rand(1, 8, 8), torch.tensor([[4.0, 3.0, 4.0]]), {"top-K": grad})
         >>> len(fig.axes), fig.axes[1].get_title()
         (2, 'top-K: 1 of 64 pixels')
     """
