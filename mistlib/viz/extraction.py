@@ -24,7 +24,7 @@ from mistlib.extract import MOMENT_EPS, topk_extract
 from mistlib.heatmap import HeatmapNet, local_spatial_softmax
 from mistlib.model import MIST
 from mistlib.sampler import sample_patches
-from mistlib.viz.scenes import _draw_image
+from mistlib.viz.scenes import _draw_image, _draw_windows
 
 WINDOW_COLOR = "#17becf"  # patch windows chosen by E_K (cyan)
 OTHER_COLOR = "#d62728"  # picks of a rejected alternative (red)
@@ -111,12 +111,8 @@ def sample_points(keypoint: torch.Tensor, size: int) -> torch.Tensor:
 # -- drawing helpers -----------------------------------------------------------------------------------------
 def _windows(ax, keypoints: torch.Tensor, color: str = WINDOW_COLOR, numbers: bool = False) -> None:
     """Draw the square windows of keypoints (K, 3) on ``ax``; with ``numbers``, each window's rank 1..K."""
-    for rank, (x, y, s) in enumerate(keypoints.detach().float().cpu().tolist(), start=1):
-        ax.add_patch(Rectangle((x - s / 2, y - s / 2), s, s, fill=False, edgecolor=color, linewidth=1.0))
-        if numbers:
-            ax.text(x - s / 2 + 0.5, y - s / 2 + 0.5, str(rank), color="black", fontsize=6, va="top",
-                    ha="left", clip_on=True,
-                    bbox={"facecolor": color, "edgecolor": "none", "pad": 0.4, "alpha": 0.85})  # fmt: skip
+    tags = [str(rank) for rank in range(1, len(keypoints) + 1)] if numbers else None
+    _draw_windows(ax, keypoints, color, tags=tags)
 
 
 def _map(

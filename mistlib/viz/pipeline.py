@@ -17,7 +17,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import ConnectionPatch, FancyBboxPatch, Rectangle
 
 from mistlib.metrics import box_iou, keypoints_to_boxes
-from mistlib.viz.scenes import BOX_COLOR, _draw_image
+from mistlib.viz.scenes import BOX_COLOR, _draw_image, _draw_windows
 
 WINDOW_COLOR = "#17becf"  # windows chosen by a localiser (cyan, as in the other viz modules)
 NO_GRAD_COLOR = "#d62728"  # what blocks gradients, or breaks a method's assumption (red)
@@ -48,10 +48,7 @@ def _tag(ax, x: float, y: float, text: str, color: str) -> None:
 def _windows(ax, keypoints: torch.Tensor, color: str = WINDOW_COLOR, tags: Sequence[str] | None = None,
              width: float = 1.2) -> None:  # fmt: skip
     """The square windows of keypoints (K, 3) on ``ax``, each with its tag at the top left when given."""
-    for index, box in enumerate(keypoints_to_boxes(keypoints.detach().float().cpu()).tolist()):
-        _box(ax, box, color, width=width)
-        if tags is not None:
-            _tag(ax, box[0] + 0.5, box[1] + 0.5, tags[index], color)
+    _draw_windows(ax, keypoints, color, width=width, tags=tags)
 
 
 def _circles(ax, keypoints: torch.Tensor, size: float) -> None:

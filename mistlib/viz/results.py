@@ -20,7 +20,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mistlib.metrics import keypoints_to_boxes, match_boxes
 from mistlib.model import MISTOutput
-from mistlib.viz.scenes import BOX_COLOR, _draw_image
+from mistlib.viz.scenes import BOX_COLOR, _draw_image, _draw_windows
 
 DETECTION_COLOR = "#17becf"  # detection windows (cyan)
 RIGHT_COLOR = "#2ca02c"  # a detection matched at IoU >= 0.5 (and, for Fig. 6, with the right label)
@@ -53,8 +53,7 @@ def _window(ax, box: Sequence[float], color: str, style: str = "-", width: float
 
 def _windows(ax, keypoints: torch.Tensor, color: str = DETECTION_COLOR, width: float = 1.2) -> None:
     """The windows of keypoints (K, 3) on ``ax``."""
-    for box in keypoints_to_boxes(keypoints.float()).tolist():
-        _window(ax, box, color, width=width)
+    _draw_windows(ax, keypoints, color, width=width)
 
 
 # -- tables 1 and 2 ------------------------------------------------------------------------------------------

@@ -97,6 +97,31 @@ def _draw_image(ax, image: torch.Tensor) -> None:
     ax.set_yticks([])
 
 
+def _draw_windows(
+    ax,
+    keypoints: torch.Tensor,
+    color: str,
+    styles: str | Sequence[str] = "-",
+    width: float = 1.0,
+    tags: Sequence[str] | None = None,
+) -> None:
+    """Draw the square windows of keypoints (K, 3) as (x, y, s) on ``ax``, shared by every chapter's figures.
+
+    ``styles`` is one line style or one per window; ``tags`` (K,) labels each window at its top left.
+    """
+    rows = keypoints.detach().float().cpu().tolist()
+    styles = [styles] * len(rows) if isinstance(styles, str) else list(styles)
+    for index, (x, y, s) in enumerate(rows):
+        corner = (x - s / 2, y - s / 2)
+        ax.add_patch(
+            Rectangle(corner, s, s, fill=False, edgecolor=color, linewidth=width, linestyle=styles[index])
+        )
+        if tags is not None:
+            bbox = {"facecolor": color, "edgecolor": "none", "pad": 0.4, "alpha": 0.85}
+            ax.text(corner[0] + 0.5, corner[1] + 0.5, str(tags[index]), color="black", fontsize=6,
+                    va="top", ha="left", bbox=bbox, clip_on=True)  # fmt: skip
+
+
 def _draw_boxes(ax, boxes: torch.Tensor, labels: torch.Tensor | None) -> None:
     """Draw xyxy ``boxes`` (L, 4) as rectangles, with each label >= 0 (``labels`` (L,)) at the top left."""
     for index, (x0, y0, x1, y1) in enumerate(boxes.detach().cpu().tolist()):

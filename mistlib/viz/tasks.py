@@ -12,12 +12,11 @@ from collections.abc import Sequence
 
 import torch
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from mistlib.model import MIST
 from mistlib.sampler import place_patches
 from mistlib.viz.extraction import _figure_widget
-from mistlib.viz.scenes import _draw_image
+from mistlib.viz.scenes import _draw_image, _draw_windows
 
 WINDOW_COLOR = "#17becf"  # patch windows (cyan)
 LABEL_COLOR = "#ff7f0e"  # the label histogram q (orange, as the ground-truth boxes)
@@ -57,10 +56,8 @@ def placed_canvases(
 
 def _windows(ax, keypoints: torch.Tensor, solid: int | None = None) -> None:
     """Windows of keypoints (K, 3) on ``ax``: the first ``solid`` solid, the rest dashed (all solid: None)."""
-    for index, (x, y, s) in enumerate(keypoints.detach().float().cpu().tolist()):
-        style = "-" if solid is None or index < solid else ":"
-        ax.add_patch(Rectangle((x - s / 2, y - s / 2), s, s, fill=False, edgecolor=WINDOW_COLOR,
-                               linestyle=style, linewidth=1.0))  # fmt: skip
+    styles = ["-" if solid is None or index < solid else ":" for index in range(len(keypoints))]
+    _draw_windows(ax, keypoints, WINDOW_COLOR, styles)
 
 
 def _signed(ax, values: torch.Tensor, title: str) -> None:

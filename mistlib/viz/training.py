@@ -17,10 +17,9 @@ import torch
 import torch.nn.functional as F
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
-from matplotlib.patches import Rectangle
 
 from mistlib.lifting import lift_target
-from mistlib.viz.scenes import _draw_boxes, _draw_image
+from mistlib.viz.scenes import _draw_boxes, _draw_image, _draw_windows
 
 BEFORE_COLOR = "#1f77b4"  # x = E_K(H(I)), the keypoints before stage 2
 AFTER_COLOR = "#d62728"  # x*, the keypoints after stage 2
@@ -33,10 +32,8 @@ FADED = 0.3  # alpha of the panels a stage does not touch
 
 def _draw_keypoints(ax, keypoints: torch.Tensor, color: str, dashed: bool = False, windows: bool = True):
     """Draw keypoints (K, 3) as (x, y, s): each centre, and (``windows``) a square of side s around it."""
-    for x, y, s in keypoints.detach().float().cpu().tolist() if windows else []:
-        style = "--" if dashed else "-"
-        corner = (x - s / 2, y - s / 2)
-        ax.add_patch(Rectangle(corner, s, s, fill=False, edgecolor=color, linewidth=1.0, linestyle=style))
+    if windows:
+        _draw_windows(ax, keypoints, color, "--" if dashed else "-")
     centres = keypoints[:, :2].detach().float().cpu()
     ax.plot(centres[:, 0].numpy(), centres[:, 1].numpy(), "+" if dashed else "o", color=color, markersize=3)
 
