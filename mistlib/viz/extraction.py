@@ -8,10 +8,8 @@ See :mod:`mistlib.viz` for the conventions shared by every figure.
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import functools
-import io
 import math
 from collections.abc import Callable, Sequence
 
@@ -24,7 +22,7 @@ from mistlib.extract import MOMENT_EPS, topk_extract
 from mistlib.heatmap import HeatmapNet, local_spatial_softmax
 from mistlib.model import MIST
 from mistlib.sampler import sample_patches
-from mistlib.viz.scenes import _draw_image, _draw_windows
+from mistlib.viz.scenes import _draw_image, _draw_windows, _png_outputs
 
 WINDOW_COLOR = "#17becf"  # patch windows chosen by E_K (cyan)
 OTHER_COLOR = "#d62728"  # picks of a rejected alternative (red)
@@ -424,11 +422,10 @@ def show_scale_space(
 def _figure_widget(draw: Callable[..., Figure], dpi: int = 80, **controls):
     """``ipywidgets.interactive`` over ``draw``, showing each Figure it returns as a PNG in an Output widget.
 
-    The PNG goes into the Output's ``outputs`` state rather than through ``display()``: JupyterLab and the
-    saved widget state (the static website) show the picture, while an executed cell keeps only the widget
-    view as its output, which nbval can compare run after run (nbval does not route display messages into
-    Output widgets). Children: the controls, the picture (an ``Output``), and interactive's own output area,
-    where an error of ``draw`` is shown. ``.result`` holds the last Figure.
+    The PNG goes into the Output's ``outputs`` state (:func:`mistlib.viz.scenes._png_outputs`; nbval does
+    not route display messages into Output widgets). Children: the controls, the picture (an ``Output``),
+    and interactive's own output area, where an error of ``draw`` is shown. ``.result`` holds the last
+    Figure.
     """
     import ipywidgets as widgets
 
@@ -437,10 +434,7 @@ def _figure_widget(draw: Callable[..., Figure], dpi: int = 80, **controls):
     @functools.wraps(draw)
     def update(**values) -> Figure:
         fig = draw(**values)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png", dpi=dpi)
-        data = {"image/png": base64.b64encode(buffer.getvalue()).decode("ascii"), "text/plain": repr(fig)}
-        picture.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
+        picture.outputs = _png_outputs(fig, dpi, repr(fig))
         return fig
 
     widget = widgets.interactive(update, clear_output=False, **controls)

@@ -8,7 +8,6 @@ See :mod:`mistlib.viz` for the conventions shared by every figure.
 
 from __future__ import annotations
 
-import io
 import math
 from collections.abc import Mapping, Sequence
 
@@ -20,7 +19,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from mistlib.metrics import keypoints_to_boxes, match_boxes
 from mistlib.model import MISTOutput
-from mistlib.viz.scenes import BOX_COLOR, _draw_image, _draw_windows
+from mistlib.viz.scenes import BOX_COLOR, _draw_image, _draw_windows, _png
 
 DETECTION_COLOR = "#17becf"  # detection windows (cyan)
 RIGHT_COLOR = "#2ca02c"  # a detection matched at IoU >= 0.5 (and, for Fig. 6, with the right label)
@@ -280,9 +279,7 @@ def results_widget(models: Mapping[str, nn.Module], images: torch.Tensor, boxes:
 
     def redraw(_change=None) -> None:
         fig = show_method(models, images, index.value, method.value, boxes)
-        buffer = io.BytesIO()
-        fig.savefig(buffer, format="png")
-        picture.value = buffer.getvalue()
+        picture.value = _png(fig)
         box.result = fig
 
     index.observe(redraw, names="value")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import io
 import math
 from collections.abc import Mapping, Sequence
 
@@ -139,3 +141,21 @@ def _draw_boxes(ax, boxes: torch.Tensor, labels: torch.Tensor | None) -> None:
                 bbox={"facecolor": BOX_COLOR, "edgecolor": "none", "pad": 0.5, "alpha": 0.85},
                 clip_on=True,
             )
+
+
+def _png(fig: Figure, dpi: float | None = None) -> bytes:
+    """``fig`` rendered as PNG bytes (``dpi`` None: the figure's own)."""
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=dpi)
+    return buffer.getvalue()
+
+
+def _png_outputs(fig: Figure, dpi: float | None, text: str) -> tuple[dict]:
+    """The ``outputs`` of an ``ipywidgets.Output`` that shows ``fig`` as a PNG, ``text`` its plain form.
+
+    The widget builders set an Output's ``outputs`` state instead of calling ``display()`` inside it: the
+    picture then shows in JupyterLab and in the saved widget state of the static site, while the executed
+    cell's own output stays the widget view alone, which nbval can compare from run to run.
+    """
+    data = {"image/png": base64.b64encode(_png(fig, dpi)).decode("ascii"), "text/plain": text}
+    return ({"output_type": "display_data", "data": data, "metadata": {}},)

@@ -8,8 +8,6 @@ side ``s`` centred on ``(x, y)``, x right, y down.
 
 from __future__ import annotations
 
-import base64
-import io
 import traceback
 from collections.abc import Mapping, Sequence
 
@@ -19,7 +17,7 @@ from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
 from mistlib.lifting import lift_target
-from mistlib.viz.scenes import _draw_boxes, _draw_image, _draw_windows
+from mistlib.viz.scenes import _draw_boxes, _draw_image, _draw_windows, _png_outputs
 
 BEFORE_COLOR = "#1f77b4"  # x = E_K(H(I)), the keypoints before stage 2
 AFTER_COLOR = "#d62728"  # x*, the keypoints after stage 2
@@ -428,6 +426,7 @@ def training_scrubber_widget(
 
     def redraw(_change=None) -> None:
         real_step = log.steps[step.value]
+        text = f"<lifting snapshot: step {real_step}, stage {stage.value}, image {image.value}>"
         try:
             fig = show_lifting_stage(
                 log.snapshot(step.value),
@@ -439,17 +438,10 @@ def training_scrubber_widget(
                 real_step < warmup_steps,
                 size,
             )
-            buffer = io.BytesIO()
-            fig.savefig(buffer, format="png", dpi=dpi)
+            out.outputs = _png_outputs(fig, dpi, text)
         except Exception:
-            text = traceback.format_exc()
-            out.outputs = ({"output_type": "stream", "name": "stderr", "text": text},)
+            out.outputs = ({"output_type": "stream", "name": "stderr", "text": traceback.format_exc()},)
             raise
-        data = {
-            "image/png": base64.b64encode(buffer.getvalue()).decode("ascii"),
-            "text/plain": f"<lifting snapshot: step {real_step}, stage {stage.value}, image {image.value}>",
-        }
-        out.outputs = ({"output_type": "display_data", "data": data, "metadata": {}},)
         box.result = fig
 
     for control in (step, stage, image):
