@@ -53,6 +53,7 @@ class LiftingConfig(TrainConfig):
     )
     warmup_steps: int = 0  # first steps train only tau, on K random windows per image
     warmup_loss: str = "patch"  # warm-up loss: "patch" (each patch vs its own input) or "image" (eq. 6)
+    warmup_windows: str = "random"  # warm-up windows: "random", or "heatmap": E_K of the (frozen) heatmap net
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     snapshot_every: int = 0  # record the probe images into the training log every n steps (0: never)
@@ -66,6 +67,9 @@ class LiftingConfig(TrainConfig):
     compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs
 
     def __post_init__(self) -> None:
+        for name, allowed in [("warmup_loss", ("patch", "image")), ("warmup_windows", ("random", "heatmap"))]:
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         needs_fast = [name for name in ("amp", "pack_scales", "compile") if getattr(self, name)]
         if needs_fast and not self.fast:
             raise ValueError(f"{', '.join(needs_fast)}: only in the optimised step, set fast=True as well")
@@ -364,8 +368,11 @@ class LiftingTrainer(Trainer):
 
         # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I))
         warming_up = self.step < config.warmup_steps
-        if warming_up:
+        if warming_up and config.warmup_windows == "random":
             keypoints = self.random_keypoints(images.shape[0], size)
+        elif warming_up:  # the heatmap's own picks, eta frozen: stage 1 alone
+            with torch.no_grad():
+                keypoints = model.extract(images)[1]
         else:
             # eta does not change before stage 3, so this one forward pass (kept for its gradient) serves both
             heatmap, keypoints = model.extract(images)  # (B, S, H, W), (B, K, 3)
@@ -547,7 +554,10 @@ class LiftingTrainer(Trainer):
             self.log.record(self.step, self.inspect(*self.probe))
 
         warming_up = self.step < config.warmup_steps
-        if warming_up:  # as random_keypoints, with the bounds kept on the device
+        if warming_up and config.warmup_windows == "heatmap":
+            with torch.no_grad():
+                keypoints = fast["extract"](images)[1]
+        elif warming_up:  # as random_keypoints, with the bounds kept on the device
             generator = step_generator(config.seed, self.step, images.device)
             shape = (images.shape[0], model.config.k, 3)
             uniform = torch.rand(shape, generator=generator, device=images.device)

@@ -18,7 +18,7 @@ from mistlib.checks import check_images, check_keypoints
 from mistlib.extract import _topk_extract, topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet
 from mistlib.sampler import _place_patches, _sample_patches, sample_patches
-from mistlib.tasks import PatchAutoencoder, PatchClassifier, multi_instance_loss, reconstruct
+from mistlib.tasks import COMPOSITES, PatchAutoencoder, PatchClassifier, multi_instance_loss, reconstruct
 
 Task = Literal["reconstruct", "classify"]
 
@@ -55,12 +55,17 @@ class MISTConfig:
     task_width: int = 8  # base width of the task network (channels 8, 16, ..., 128; §8)
     num_classes: int = 10  # classes of the classification task (digits)
     background: float = 0.0  # image value where no instance is; eq. (6) places patches on this canvas
+    composite: str = "sum"  # how placed patches combine: "sum" (eq. 6) or "max" (our variant, background 0)
 
     def __post_init__(self) -> None:
         if self.task not in ("reconstruct", "classify"):
             raise ValueError(f"task must be 'reconstruct' or 'classify', got {self.task!r}")
         if self.k < 1 or self.k > self.image_size**2:
             raise ValueError(f"k must be in [1, image_size**2 = {self.image_size**2}], got {self.k}")
+        if self.composite not in COMPOSITES:
+            raise ValueError(f"composite must be one of {COMPOSITES}, got {self.composite!r}")
+        if self.composite == "max" and self.background != 0:
+            raise ValueError(f"composite='max' needs background 0 (bright instances), got {self.background}")
         if not self.scales or list(self.scales) != sorted(set(self.scales)) or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive and strictly increasing, got {self.scales}")
 
@@ -176,8 +181,8 @@ class MIST(nn.Module):
         if self.config.task == "reconstruct":
             # eq. (6): the sum of placed patches. With a background b (Gabor noise sits on 0.5) each patch
             # adds its difference from b, so that empty parts of a window add nothing; b = 0 is eq. (6) as is.
-            b, size = self.config.background, tuple(images.shape[-2:])
-            out.reconstruction = reconstruct(task_output - b, keypoints, size) + b  # (B, C, H, W)
+            b, size, composite = self.config.background, tuple(images.shape[-2:]), self.config.composite
+            out.reconstruction = reconstruct(task_output - b, keypoints, size, composite) + b  # (B, C, H, W)
         else:
             out.logits = task_output  # (B, K, classes)
         return out
@@ -240,7 +245,9 @@ class MIST(nn.Module):
         out = MISTOutput(images.new_empty(0), keypoints, patches, task_output)
         if self.config.task == "reconstruct":
             b, size = self.config.background, (images.shape[-2], images.shape[-1])
-            out.reconstruction = _place_patches(task_output - b, keypoints, size).sum(1) + b  # eq. (6)
+            canvases = _place_patches(task_output - b, keypoints, size)  # (B, K, C, H, W)
+            composed = canvases.sum(1) if self.config.composite == "sum" else canvases.amax(1)
+            out.reconstruction = composed + b  # eq. (6)
         else:
             out.logits = task_output  # (B, K, classes)
         return out

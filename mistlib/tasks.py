@@ -246,29 +246,47 @@ class PatchClassifier(_PatchNet):
         return self.head(self.encode(patches))
 
 
+COMPOSITES = ("sum", "max")
+
+
 def reconstruct(
-    patches_out: torch.Tensor, keypoints: torch.Tensor, image_size: Sequence[int]
+    patches_out: torch.Tensor, keypoints: torch.Tensor, image_size: Sequence[int], composite: str = "sum"
 ) -> torch.Tensor:
     """``sum_k S^-1(P_k, x_k)`` of eq. (6): each patch placed in its own zero canvas, then all summed.
+
+    ``composite="max"`` takes the pixelwise maximum of the canvases instead of their sum. It is our variant,
+    not the paper's: two windows on the same digit then draw it once rather than twice, as our MNIST scenes
+    are themselves composited (:mod:`mistlib.data.scenes`); research/README.md §6 measures why that matters
+    for lifting. It suits bright instances on a zero background.
 
     Args:
         patches_out: (B, K, C, P, P) decoded patches (checked by :func:`mistlib.sampler.place_patches`).
         keypoints: (B, K, 3) as (x, y, s) in pixels, x right, y down.
         image_size: (H, W) of the canvas.
+        composite: "sum" (eq. 6) or "max".
 
     Returns:
         (B, C, H, W).
 
     Example:
-        >>> kp = torch.tensor([[[15.5, 15.5, 32.0]]])
-        >>> reconstruct(torch.ones(1, 1, 1, 32, 32), kp, (40, 40)).shape
-        torch.Size([1, 1, 40, 40])
+        >>> kp = torch.tensor([[[15.5, 15.5, 32.0], [15.5, 15.5, 32.0]]])  # the same window twice
+        >>> reconstruct(torch.ones(1, 2, 1, 32, 32), kp, (40, 40))[0, 0, 15, 15].item()
+        2.0
+        >>> reconstruct(torch.ones(1, 2, 1, 32, 32), kp, (40, 40), composite="max")[0, 0, 15, 15].item()
+        1.0
     """
-    return place_patches(patches_out, keypoints, image_size).sum(1)  # (B, C, H, W), eq. (6)
+    if composite not in COMPOSITES:
+        raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
+    canvases = place_patches(patches_out, keypoints, image_size)  # (B, K, C, H, W)
+    return canvases.sum(1) if composite == "sum" else canvases.amax(1)  # (B, C, H, W)
 
 
 def reconstruction_loss(
-    images: torch.Tensor, patches_out: torch.Tensor, keypoints: torch.Tensor, reduction: Reduction = "mean"
+    images: torch.Tensor,
+    patches_out: torch.Tensor,
+    keypoints: torch.Tensor,
+    reduction: Reduction = "mean",
+    composite: str = "sum",
 ) -> torch.Tensor:
     """Eq. (6), ``|| I - sum_k S^-1(P_k, x_k) ||^2``, as a mean squared error.
 
@@ -280,6 +298,7 @@ def reconstruction_loss(
         patches_out: (B, K, C, P, P) decoded patches.
         keypoints: (B, K, 3) as (x, y, s) in pixels.
         reduction: "mean" -> scalar; "none" -> (B,), each image's mean over (C, H, W).
+        composite: how the placed patches combine, "sum" (eq. 6) or "max" (see :func:`reconstruct`).
 
     Example:
         >>> kp = torch.tensor([[[15.5, 15.5, 32.0]]])
@@ -290,7 +309,7 @@ def reconstruction_loss(
     check_tensor("patches_out", patches_out)
     if patches_out.dim() == 5 and patches_out.shape[2] != images.shape[1]:
         raise ValueError(f"patches_out has C = {patches_out.shape[2]}, images has C = {images.shape[1]}")
-    residual = images - reconstruct(patches_out, keypoints, tuple(images.shape[-2:]))  # (B, C, H, W)
+    residual = images - reconstruct(patches_out, keypoints, tuple(images.shape[-2:]), composite)
     return _reduce(residual.pow(2).flatten(1).mean(1), reduction)  # eq. (6) / (C H W), (B,) before reducing
 
 

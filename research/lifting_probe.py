@@ -11,7 +11,9 @@ network (16 channels, 2 blocks) so that they fit a CPU budget; on a GPU pass ``-
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import time
 
 import torch
@@ -32,10 +34,13 @@ def _data(train_size: int = 2048):
     return images, test_images, ground_truth
 
 
+MODEL_OVERRIDES: dict = {}  # MISTConfig fields set by --model, e.g. {"composite": "max"}
+
+
 def _model(full: bool) -> MIST:
     torch.manual_seed(0)
     config = MISTConfig() if full else MISTConfig(heatmap_channels=16, heatmap_blocks=2)
-    return MIST(config)
+    return MIST(dataclasses.replace(config, **MODEL_OVERRIDES))
 
 
 def _localisation(keypoints: torch.Tensor, ground_truth: torch.Tensor) -> tuple[float, float]:
@@ -44,10 +49,14 @@ def _localisation(keypoints: torch.Tensor, ground_truth: torch.Tensor) -> tuple[
     return distance.min(-1).values.mean().item(), (distance.min(1).values < 4).float().mean().item()
 
 
-def probe_lifting(variant: dict, steps: int, full: bool) -> None:
-    """Algorithm 1 with the given LiftingConfig overrides; test RMSE and localisation every 25 steps."""
+def probe_lifting(variant: dict, steps: int, full: bool, warmup: int = 0, cache: str | None = None) -> None:
+    """Algorithm 1 with the given LiftingConfig overrides; test RMSE and localisation every 25 steps.
+
+    With ``cache``, the run starts from the model that ``warmed_up(warmup, ...)`` saved there (its
+    warm-up is not repeated, so ``variant`` should leave ``warmup_steps`` at 0).
+    """
     images, test_images, ground_truth = _data()
-    model = _model(full)
+    model = warmed_up(warmup, full, 1e-3, "random", cache) if cache else _model(full)
     config = LiftingConfig(**{"steps": steps, "batch_size": 16, "device": "cpu", "log_every": 25, **variant})
     trainer = LiftingTrainer(model, "reconstruct", config)
     start = time.time()
@@ -68,15 +77,31 @@ def probe_lifting(variant: dict, steps: int, full: bool) -> None:
         )
 
 
-def warm_up(model: MIST, images: torch.Tensor, steps: int, loss: str, lr: float = 1e-3, report=None) -> None:
-    """Train the auto-encoder alone on 9 random windows per image with a per-patch or an eq. (6) loss."""
+def warm_up(
+    model: MIST,
+    images: torch.Tensor,
+    steps: int,
+    loss: str,
+    lr: float = 1e-3,
+    report=None,
+    windows: str = "random",
+) -> None:
+    """Train the auto-encoder alone on 9 windows per image with a per-patch or an eq. (6) loss.
+
+    windows: "random" (uniform centres and scales) or "heatmap" (E_K of the frozen, untrained heatmap
+    network: stage 1 of Algorithm 1 without stages 2 and 3).
+    """
     optimiser = torch.optim.Adam(model.task_net.parameters(), lr=lr)
     scales = model.scales
     for step in range(steps + 1):
         batch = images[batch_indices(len(images), 16, 0, step)]
-        uniform = torch.rand(16, 9, 3, generator=step_generator(0, step))
-        keypoints = uniform * torch.tensor([79.0, 79.0, float(scales[-1] - scales[0])])
-        keypoints[..., 2] += scales[0]
+        if windows == "heatmap":
+            with torch.no_grad():
+                keypoints = model.extract(batch)[1]
+        else:
+            uniform = torch.rand(16, 9, 3, generator=step_generator(0, step))
+            keypoints = uniform * torch.tensor([79.0, 79.0, float(scales[-1] - scales[0])])
+            keypoints[..., 2] += scales[0]
         out = model.run_task(batch, keypoints)
         if loss == "patch":
             value = (out.task_output - out.patches).square().mean()
@@ -89,7 +114,7 @@ def warm_up(model: MIST, images: torch.Tensor, steps: int, loss: str, lr: float 
             report(step, value.item())
 
 
-def probe_warmup(loss: str, steps: int, full: bool) -> None:
+def probe_warmup(loss: str, steps: int, full: bool, lr: float, windows: str) -> None:
     """How well the warmed-up auto-encoder reconstructs digit-centred windows of test images."""
     images, test_images, ground_truth = _data()
     model = _model(full)
@@ -99,16 +124,35 @@ def probe_warmup(loss: str, steps: int, full: bool) -> None:
             out = model.run_task(test_images, ground_truth)
         error = (out.task_output - out.patches).square().mean().item()
         energy = out.patches.square().mean().item()
-        print(f"{loss} step {step:4d}: loss={value:.4f} digit-window mse={error:.4f} (energy {energy:.3f})")
+        print(
+            f"{loss} lr={lr:g} {windows} step {step:4d}: loss={value:.4f} digit-window mse={error:.4f} "
+            f"(energy {energy:.3f})",
+            flush=True,
+        )
 
-    warm_up(model, images, steps, loss, report=report)
+    warm_up(model, images, steps, loss, lr, report, windows)
 
 
-def probe_stage2(warmup: int, full: bool) -> None:
+def warmed_up(warmup: int, full: bool, lr: float, windows: str, cache: str | None) -> MIST:
+    """The model after ``warm_up``, loaded from ``cache`` when that file exists, else trained (and saved)."""
+    model = _model(full)
+    if cache and os.path.exists(cache):
+        model.load_state_dict(torch.load(cache, weights_only=True))
+        return model
+    warm_up(model, _data()[0], warmup, "patch", lr, None, windows)
+    if cache:
+        torch.save(model.state_dict(), cache)
+    return model
+
+
+def probe_stage2(warmup: int, full: bool, lr: float, windows: str, cache: str | None) -> None:
     """Start from digit centres jittered by 2-6 px: does stage 2 bring the keypoints back?"""
     images, test_images, ground_truth = _data()
-    model = _model(full)
-    warm_up(model, images, warmup, "patch")
+    model = warmed_up(warmup, full, lr, windows, cache)
+    with torch.no_grad():
+        out = model.run_task(test_images, ground_truth)
+    error = (out.task_output - out.patches).square().mean().item()
+    print(f"after {warmup} warm-up steps: digit-window mse={error:.4f}", flush=True)
     generator = torch.Generator().manual_seed(0)
     for jitter in (2.0, 4.0, 6.0):
         start = ground_truth.clone()
@@ -128,14 +172,19 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=400)
     parser.add_argument("--full", action="store_true", help="use §4's full heatmap network")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--lr", type=float, default=1e-3, help="warm-up Adam lr of the auto-encoder")
+    parser.add_argument("--windows", choices=("random", "heatmap"), default="random", help="warmup windows")
+    parser.add_argument("--cache", help="warmed-up model file (load, or save)")
+    parser.add_argument("--model", default="{}", help="JSON MISTConfig overrides, e.g. composite")
     args = parser.parse_args()
+    MODEL_OVERRIDES.update(json.loads(args.model))
     torch.set_num_threads(args.threads)
     if args.probe == "lifting":
-        probe_lifting(json.loads(args.arg), args.steps, args.full)
+        probe_lifting(json.loads(args.arg), args.steps, args.full, args.warmup, args.cache)
     elif args.probe == "warmup":
-        probe_warmup(args.arg, args.steps, args.full)
+        probe_warmup(args.arg, args.steps, args.full, args.lr, args.windows)
     else:
-        probe_stage2(args.warmup, args.full)
+        probe_stage2(args.warmup, args.full, args.lr, args.windows, args.cache)
 
 
 if __name__ == "__main__":

@@ -88,6 +88,14 @@ def test_fast_fp32_step_reproduces_the_reference(initial, images, reference):
         assert (weights - ref_weights).norm() / ref_weights.norm() < tolerance, options
 
 
+def test_fast_step_warms_up_on_the_heatmaps_picks_as_the_reference_does(initial, images):
+    _, ref_history = _fit(initial, images, warmup_windows="heatmap")
+    _, history = _fit(initial, images, warmup_windows="heatmap", fast=True)
+    _, random_history = _fit(initial, images)
+    assert _relative_errors(history, ref_history).max() < 1e-5
+    assert ref_history[0]["warmup"] != pytest.approx(random_history[0]["warmup"], rel=1e-3)
+
+
 def test_bf16_autocast_tracks_the_fp32_loss_curve(initial, images, reference):
     _, ref_history = reference
     _, history = _fit(initial, images, fast=True, amp=True, channels_last=True, fused_adam=True)

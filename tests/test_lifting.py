@@ -149,6 +149,31 @@ def test_warmup_trains_only_the_task_network(hard32):
     assert all(torch.equal(a, b) for a, b in zip(heat, trainer.model.heatmap_net.parameters(), strict=True))
 
 
+@pytest.mark.parametrize("windows", ["random", "heatmap"])
+def test_warmup_windows_are_random_or_the_heatmaps_own_picks(hard32, windows):
+    """The first warm-up step's loss is the per-patch error at exactly the promised windows."""
+    images = hard32[0][:8]
+    trainer = _trainer(warmup_steps=5, warmup_windows=windows)
+    model = trainer.model
+    with torch.no_grad():
+        picks = model.extract(images)[1]  # (8, K, 3): E_K(H_eta(I)) of the untrained heatmap network
+        random = trainer.random_keypoints(8, (80, 80))
+        keypoints, others = (picks, random) if windows == "heatmap" else (random, picks)
+        out = model.run_task(images, keypoints)
+        expected = ((out.task_output - out.patches) ** 2).mean().item()
+        other = model.run_task(images, others)
+        other_loss = ((other.task_output - other.patches) ** 2).mean().item()
+    assert abs(expected - other_loss) > 1e-3  # the two kinds of window really differ
+    assert trainer.train_step(images, None)["warmup"] == pytest.approx(expected, rel=1e-5)
+
+
+def test_warmup_options_are_checked():
+    with pytest.raises(ValueError, match="warmup_windows must be one of"):
+        LiftingConfig(warmup_windows="grid")
+    with pytest.raises(ValueError, match="warmup_loss must be one of"):
+        LiftingConfig(warmup_loss="eq6")
+
+
 def test_a_short_lifting_run_lowers_the_task_loss(hard32):
     """30 lifting steps on 32 real images: L_task falls by a fifth, and every stage logs its loss."""
     images, _ = hard32

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mistlib.model import MIST, MISTConfig, MISTOutput, default_device
+from mistlib.sampler import place_patches
 
 
 @pytest.mark.parametrize("task", ["reconstruct", "classify"])
@@ -75,11 +76,42 @@ def test_bad_input_is_named():
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("task", "segment"), ("k", 0), ("k", 6401), ("scales", (20.0, 16.0)), ("scales", (0.0, 1.0))],
+    [
+        ("task", "segment"),
+        ("k", 0),
+        ("k", 6401),
+        ("scales", (20.0, 16.0)),
+        ("scales", (0.0, 1.0)),
+        ("composite", "mean"),
+    ],
 )
 def test_config_is_validated(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(MISTConfig(), **{field: value})
+
+
+def test_max_composite_needs_a_zero_background():
+    with pytest.raises(ValueError, match="composite='max' needs background 0"):
+        MISTConfig(composite="max", background=0.5)
+
+
+def test_max_composite_draws_overlapping_windows_once():
+    """Two windows on one digit: the sum draws its ink twice, the max once (and the fast path agrees)."""
+    images = torch.zeros(1, 1, 80, 80)
+    images[0, 0, 32:48, 32:48] = 1.0
+    keypoints = torch.tensor([[[40.0, 40.0, 20.0], [42.0, 40.0, 20.0]]])
+    summed, maxed = (MIST(MISTConfig(k=2, composite=c)) for c in ("sum", "max"))
+    maxed.load_state_dict(summed.state_dict())
+    with torch.no_grad():
+        patches = summed.run_task(images, keypoints).task_output  # (1, 2, 1, 32, 32), the same for both
+        placed = place_patches(patches, keypoints, (80, 80))  # (1, 2, 1, 80, 80)
+        by_sum = summed.run_task(images, keypoints).reconstruction
+        by_max = maxed.run_task(images, keypoints).reconstruction
+        fast_max = maxed.fast_run_task(images, keypoints).reconstruction
+    assert torch.allclose(by_sum, placed.sum(1)) and torch.allclose(by_max, placed.amax(1))
+    assert torch.allclose(fast_max, by_max, atol=1e-6)
+    overlap = (placed > 0.05).all(1)  # (1, 1, 80, 80): pixels both windows draw
+    assert bool(overlap.any()) and bool((by_sum[overlap] > by_max[overlap] + 0.05).all())
 
 
 def test_default_device_is_cuda_only_when_available():

@@ -202,6 +202,19 @@ def test_reconstruction_sums_the_placed_patches():
     assert row.tolist() == [1, 1, 2, 2, 1, 1, 0, 0]
 
 
+def test_max_composite_takes_the_brightest_placed_patch():
+    patches = torch.stack([torch.full((1, 4, 4), 0.25), torch.full((1, 4, 4), 0.75)])[None]  # (1, 2, 1, 4, 4)
+    keypoints = torch.tensor([[[1.5, 1.5, 4.0], [3.5, 1.5, 4.0]]])  # columns 0-3 and 2-5: overlap at 2-3
+    row = reconstruct(patches, keypoints, (4, 8), composite="max")[0, 0, 0]
+    assert row.tolist() == [0.25, 0.25, 0.75, 0.75, 0.75, 0.75, 0, 0]
+    images = torch.zeros(1, 1, 4, 8)
+    assert reconstruction_loss(images, patches, keypoints, composite="max").item() == pytest.approx(
+        4 * (2 * 0.25**2 + 4 * 0.75**2) / 32  # 4 identical rows of 8 pixels
+    )
+    with pytest.raises(ValueError, match="composite must be one of"):
+        reconstruct(patches, keypoints, (4, 8), composite="mean")
+
+
 def test_reconstruction_loss_of_blank_patches_is_the_mean_square_of_the_image():
     images = torch.rand(3, 2, 20, 24)
     keypoints = torch.tensor([[10.0, 9.0, 12.0], [3.0, 4.0, 8.0]]).expand(3, 2, 3)
