@@ -101,20 +101,31 @@ def recipe(task: str, data: str, method: str, budget: str = "gpu", **overrides) 
         >>> small = recipe("reconstruct", "mnist-hard", "mist", budget="cpu")
         >>> small.model.heatmap_channels, small.train["steps"], small.train["warmup_steps"]
         (16, 700, 400)
+        >>> small.model.composite, small.train["warmup_windows"]
+        ('max', 'heatmap')
+        >>> recipe("classify", "mnist-hard", "mist").model.composite  # only MNIST reconstruction changes
+        'sum'
     """
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}")
     model = MISTConfig(task=task)
+    mnist_reconstruction = task == "reconstruct" and data != "gabor"
     if data == "gabor":
         gabor = GaborConfig()
         model = dataclasses.replace(
             model, k=gabor.num_impulses, scales=gabor_scales(gabor), background=gabor.background
         )
+    elif mnist_reconstruction:
+        # research/README.md §6: with eq. (6)'s sum, stage 2 pushes overlapping windows apart and off the
+        # ink; our scenes are composited by a pixelwise max, and so is their reconstruction (every method)
+        model = dataclasses.replace(model, composite="max")
     train = {"steps": 6000, "batch_size": 32}
     if method == "mist":
-        # research/README.md: the auto-encoder must first learn to encode windows (per-patch loss on random
-        # windows), or stage 2 pushes keypoints off the ink; then small, gradient-proportional keypoint steps
+        # research/README.md: the auto-encoder must first learn to encode windows (per-patch loss; on MNIST
+        # the heatmap's own picks), or stage 2 pushes keypoints off the ink; then small, proportional steps
         train.update(warmup_steps=1500, lift_weighting=5.0, refine_iterations=4, refine_step=0.5)
+        if mnist_reconstruction:
+            train.update(warmup_windows="heatmap")
     if budget == "cpu":
         model = dataclasses.replace(model, heatmap_channels=16, heatmap_blocks=2)
         train.update(batch_size=16, steps=400)
