@@ -117,6 +117,29 @@ def test_reconstruction_widget_places_patches_as_the_slider_says(model, image):
         reconstruction_widget(MIST(tiny_config(task="classify")).eval(), image)
 
 
+def test_a_max_composite_model_is_drawn_with_running_maxima(model, image):
+    """For MISTConfig(composite="max") the figures and the widget combine the patches as the model does."""
+    maxed = MIST(tiny_config(composite="max")).eval()
+    maxed.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        out = maxed(image[None])
+    keypoints, decoded = out.keypoints[0], out.task_output[0]
+    canvases = placed_canvases(decoded, keypoints, (32, 32))  # (K, C, H, W)
+    assert not torch.allclose(canvases.amax(0), canvases.sum(0))  # the windows overlap: max and sum differ
+    fig = show_reconstruction_steps(image, keypoints, decoded, composite="max")
+    torch.testing.assert_close(shown(fig.axes[1]), out.reconstruction[0, 0].clamp(0, 1))
+    grid, k = fig.axes[3:], len(keypoints)
+    assert grid[2 * k + 1].get_title() == "max k ≤ 2"
+    torch.testing.assert_close(shown(grid[2 * k + 1]), canvases[:2].amax(0)[0].clamp(0, 1))
+    widget = reconstruction_widget(maxed, image)
+    torch.testing.assert_close(shown(widget.result.axes[1]), out.reconstruction[0, 0].clamp(0, 1))
+    widget.children[0].value = 2
+    assert widget.result.axes[1].get_title() == "max of the first 2 placed patches"
+    torch.testing.assert_close(shown(widget.result.axes[1]), canvases[:2].amax(0)[0].clamp(0, 1))
+    with pytest.raises(ValueError, match="composite"):
+        show_reconstruction_steps(image, keypoints, decoded, composite="mean")
+
+
 def test_label_histogram_known_answer():
     torch.testing.assert_close(label_histogram(torch.tensor([3, 3, 1, -1, -1]), 5),
                                torch.tensor([0.0, 1 / 3, 0.0, 2 / 3, 0.0]))  # fmt: skip

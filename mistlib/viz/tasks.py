@@ -54,6 +54,26 @@ def placed_canvases(
     return placed[0]  # (K, C, H, W)
 
 
+def running_composite(canvases: torch.Tensor, composite: str = "sum") -> torch.Tensor:
+    """The reconstruction from the first k placed patches, for every k: (K, C, H, W) -> (K, C, H, W).
+
+    ``composite="sum"`` is eq. (6)'s running sum; ``"max"`` the running pixelwise maximum that
+    ``MISTConfig(composite="max")`` uses (see :func:`mistlib.tasks.reconstruct`).
+
+    Example:
+        >>> canvases = torch.tensor([1.0, 3.0, 2.0]).view(3, 1, 1, 1)
+        >>> running_composite(canvases).flatten().tolist()
+        [1.0, 4.0, 6.0]
+        >>> running_composite(canvases, "max").flatten().tolist()
+        [1.0, 3.0, 3.0]
+    """
+    if composite == "sum":
+        return canvases.cumsum(0)
+    if composite == "max":
+        return canvases.cummax(0).values
+    raise ValueError(f"composite must be 'sum' or 'max', got {composite!r}")
+
+
 def _windows(ax, keypoints: torch.Tensor, solid: int | None = None) -> None:
     """Windows of keypoints (K, 3) on ``ax``: the first ``solid`` solid, the rest dashed (all solid: None)."""
     styles = ["-" if solid is None or index < solid else ":" for index in range(len(keypoints))]
@@ -77,8 +97,9 @@ def show_reconstruction_steps(
     patches: torch.Tensor | None = None,
     background: float = 0.0,
     title: str | None = None,
+    composite: str = "sum",
 ) -> Figure:
-    """Eq. (6) step by step: each patch decoded, placed back by ``S^-1``, and the running sum.
+    """Eq. (6) step by step: each patch decoded, placed back by ``S^-1``, and the running sum (or max).
 
     Args:
         image: (C, H, W) in [0, 1].
@@ -87,11 +108,12 @@ def show_reconstruction_steps(
         patches: (K, C, P, P) the extracted patches ``P_k`` (an extra top row), or None.
         background: the canvas value b the patches are placed on (0 for MNIST).
         title: optional figure title.
+        composite: how the model combines the placed patches, "sum" (eq. 6) or "max".
 
     Returns: a Figure. Its first 3 axes: the image with the K windows, the reconstruction
-    ``b + sum_k S^-1(T(P_k) - b, x_k)`` and the residual ``I - reconstruction``; then a grid of K columns
-    (row-major) with rows ``P_k`` (if given), ``T(P_k)``, ``S^-1(T(P_k), x_k)`` and the sum over the first k
-    patches.
+    ``b + sum_k S^-1(T(P_k) - b, x_k)`` (or the max over k) and the residual ``I - reconstruction``; then a
+    grid of K columns (row-major) with rows ``P_k`` (if given), ``T(P_k)``, ``S^-1(T(P_k), x_k)`` and the
+    sum (or max) over the first k patches.
 
     Example:
         >>> kp = torch.tensor([[8.0, 8.0, 10.0], [20.0, 14.0, 12.0]])
@@ -105,10 +127,10 @@ def show_reconstruction_steps(
         _check_patches(keypoints, patches, "patches")
     k = len(keypoints)
     canvases = placed_canvases(decoded, keypoints, tuple(image.shape[-2:]), background)  # (K, C, H, W)
-    partial = background + canvases.cumsum(0)  # (K, C, H, W): the sum over the first k patches
+    partial = background + running_composite(canvases, composite)  # (K, C, H, W): over the first k
     reconstruction = partial[-1]
     image = image.detach().float().cpu()
-    rows = [("P_k", patches), ("T(P_k)", decoded), ("S⁻¹(T(P_k))", canvases), ("sum", partial)]
+    rows = [("P_k", patches), ("T(P_k)", decoded), ("S⁻¹(T(P_k))", canvases), (composite, partial)]
     rows = [(name, values) for name, values in rows if values is not None]
     fig = Figure(figsize=(max(6.5, 1.05 * k), 2.4 + 1.1 * len(rows)), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[2.4, 1.1 * len(rows)])
@@ -125,8 +147,8 @@ def show_reconstruction_steps(
         for column in range(k):
             ax = grid[row, column]
             _draw_image(ax, values[column])
-            if name == "sum":
-                ax.set_title(f"sum k ≤ {column + 1}", fontsize=7)
+            if name == composite:
+                ax.set_title(f"{composite} k ≤ {column + 1}", fontsize=7)
             elif row == 0:
                 ax.set_title(f"k = {column + 1}", fontsize=7)
         grid[row, 0].set_ylabel(name, fontsize=8)
@@ -141,6 +163,7 @@ def show_partial_reconstruction(
     decoded: torch.Tensor,
     placed: int,
     background: float = 0.0,
+    composite: str = "sum",
 ) -> Figure:
     """The reconstruction of eq. (6) after placing only the first ``placed`` of the K decoded patches.
 
@@ -148,9 +171,10 @@ def show_partial_reconstruction(
         image: (C, H, W) in [0, 1]; keypoints: (K, 3) as (x, y, s); decoded: (K, C, P, P).
         placed: how many patches to place, ``0 <= placed <= K``.
         background: the canvas value b.
+        composite: "sum" (eq. 6) or "max", as the model combines the placed patches.
 
     Returns: a Figure of 3 axes: the image with the windows (the placed ones solid, the others dotted), the
-    partial sum, and the residual; titled with the count and the mean squared error of the partial sum.
+    partial sum (or max), and the residual; titled with the count and the mean squared error.
 
     Example:
         >>> kp = torch.tensor([[8.0, 8.0, 10.0], [20.0, 14.0, 12.0]])
@@ -163,7 +187,9 @@ def show_partial_reconstruction(
     if not 0 <= placed <= k:
         raise ValueError(f"placed must be in [0, K={k}], got {placed}")
     canvases = placed_canvases(decoded, keypoints, tuple(image.shape[-2:]), background)  # (K, C, H, W)
-    partial = background + canvases[:placed].sum(0)  # (C, H, W)
+    partial = torch.full_like(canvases[0], background)  # (C, H, W): nothing placed yet
+    if placed:
+        partial = background + running_composite(canvases[:placed], composite)[-1]
     image = image.detach().float().cpu()
     error = float((image - partial).pow(2).mean())
     fig = Figure(figsize=(7.2, 2.8), layout="constrained")
@@ -172,7 +198,7 @@ def show_partial_reconstruction(
     _windows(axes[0], keypoints, solid=placed)
     axes[0].set_title("image and windows", fontsize=8)
     _draw_image(axes[1], partial)
-    axes[1].set_title(f"sum of the first {placed} placed patches", fontsize=8)
+    axes[1].set_title(f"{composite} of the first {placed} placed patches", fontsize=8)
     _signed(axes[2], image - partial, "residual")
     fig.suptitle(f"{placed} of {k} patches placed, MSE {error:.4f}", fontsize=9)
     return fig
@@ -181,7 +207,8 @@ def show_partial_reconstruction(
 def reconstruction_widget(model: MIST, image: torch.Tensor):
     """Place the decoded patches of ``model`` one at a time (:func:`show_partial_reconstruction`).
 
-    The model runs once; the slider only changes how many terms of eq. (6) are summed.
+    The model runs once; the slider only changes how many terms of eq. (6) are combined (summed, or
+    maximised for a ``composite="max"`` model).
 
     Args:
         model: a MIST model of the reconstruction task; image: (C, H, W) in [0, 1].
@@ -210,7 +237,9 @@ def reconstruction_widget(model: MIST, image: torch.Tensor):
     background = model.config.background
 
     def draw(placed: int) -> Figure:
-        return show_partial_reconstruction(image, keypoints, decoded, placed, background)
+        return show_partial_reconstruction(
+            image, keypoints, decoded, placed, background, model.config.composite
+        )
 
     k = len(keypoints)
     slider = widgets.IntSlider(value=k, min=0, max=k, description="placed")
