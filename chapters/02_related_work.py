@@ -268,7 +268,8 @@ print(f"{len(proposals)} proposals, {len(kept)} kept; {int(found.sum())} of {len
 # <details><summary>Solution</summary>
 #
 # The points swap places in the list, and the reconstruction does not change: each point is cut out and
-# decoded by the same shared auto-encoder, and the decoded patches are summed. Nothing ties a channel to a
+# decoded by the same shared auto-encoder, and the decoded patches are combined by a sum (or, in our MNIST
+# models, a maximum), which ignores their order. Nothing ties a channel to a
 # particular digit other than what training happened to settle on. That is why channel-wise methods
 # struggle to decide which of several look-alike instances each channel should follow.
 #

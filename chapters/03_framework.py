@@ -161,13 +161,13 @@ assert decoded.shape == patches.shape
 # %% [markdown]
 # **The reconstruction and the loss.** The reconstruction task turns the decoded patches back into an image:
 # each is put back at its window by the inverse sampler $\mathcal{S}^{-1}$ and the K results are added up
-# (eq. 6, chapter 5). That gives `(B, C, H, W)` again, and $\mathcal{L}_\text{task}$ compares it with the
-# input. (`mistlib` averages the squared error over pixels instead of summing it: the same minimiser, on a
+# (eq. 6, chapter 5; our MNIST models take their pixelwise maximum instead, for a reason chapter 5 gives).
+# That gives `(B, C, H, W)` again, and $\mathcal{L}_\text{task}$ compares it with the input. (`mistlib` averages the squared error over pixels instead of summing it: the same minimiser, on a
 # scale that does not depend on the image size.)
 
 # %%
 b = config.background  # 0 for MNIST hard: patches are placed on a black canvas
-reconstruction = reconstruct(decoded - b, keypoints, (80, 80)) + b  # (B, C, H, W)
+reconstruction = reconstruct(decoded - b, keypoints, (80, 80), config.composite) + b  # (B, C, H, W)
 loss = (images - reconstruction).square().mean()
 print("reconstruction:", tuple(reconstruction.shape), f"  L_task = {float(loss):.4f}")
 assert reconstruction.shape == images.shape
@@ -254,7 +254,7 @@ print("K = 3 keeps the first three picks:", [[round(v, 1) for v in row] for row 
 #
 # - Eq. (1) composes four stages: $\mathcal{H}_\eta$ `(B, C, H, W) -> (B, S, H, W)`, $\mathcal{E}_K$
 #   `-> (B, K, 3)`, $\mathcal{S}$ `-> (B, K, C, P, P)`, and $\mathcal{T}_\tau$, whose output depends on the
-#   task (decoded patches summed back into `(B, C, H, W)` for reconstruction).
+#   task (decoded patches placed back and combined into `(B, C, H, W)` for reconstruction).
 # - Only $\mathcal{H}_\eta$ and $\mathcal{T}_\tau$ have weights; $\mathcal{E}_K$ and $\mathcal{S}$ are fixed
 #   operations, and running the stages by hand reproduces `MIST.forward` exactly.
 # - Back-propagating the task loss reaches at most K pixels of the heatmap, while the patch parameters get a
@@ -287,9 +287,9 @@ print("K = 3 keeps the first three picks:", [[round(v, 1) for v in row] for row 
 # print(float(model.task_loss(images, same)), float(loss))
 # ```
 #
-# All nine patches are the same crop, so the auto-encoder decodes the same patch nine times. The sum puts
-# nine copies on top of each other in the centre, far too bright there, and leaves the rest of the image
-# black. Compare the two printed losses: the centred windows do worse than the extracted ones, because
+# All nine patches are the same crop, so the auto-encoder decodes the same patch nine times. Our model takes
+# the pixelwise maximum of the placed patches, so the nine copies look like one (eq. (6)'s sum would stack
+# them, nine times too bright), and the rest of the image stays black. Compare the two printed losses: the centred windows do worse than the extracted ones, because
 # *where* the patches are matters as much as how well they are decoded. That is why the heatmap has to be
 # trained.
 #

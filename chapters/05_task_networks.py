@@ -28,7 +28,8 @@
 # - how the shared patch auto-encoder of §8 squeezes each $32 \times 32$ patch through a 128-number code, and
 #   why it has no skip connections;
 # - how the inverse sampler $\mathcal{S}^{-1}$ puts a decoded patch back into the image frame, and how
-#   eq. (6) rebuilds the image as a sum of K placed patches, one step at a time;
+#   eq. (6) rebuilds the image as a sum of K placed patches, one step at a time (and why our MNIST models
+#   take their maximum instead);
 # - how the multi-instance loss of eq. (7) trains a patch classifier from image-level labels only, with a
 #   worked example computed by hand;
 # - what the squared-histogram variant of that loss changes.
@@ -125,33 +126,48 @@ with torch.no_grad():
 # neighbours' ink. `mistlib.tasks.reconstruction_loss` returns the mean over pixels rather than the sum,
 # which only rescales the learning rate.
 #
-# The figure runs eq. (6) on the test image. Top: the input with its K windows, the reconstruction, and the
-# residual (red: ink the reconstruction is missing; blue: ink it adds). Below, one column per patch: the
-# extracted patch $\mathbf{P}_k$, its decoding $\mathcal{T}(\mathbf{P}_k)$, that decoding placed back by
-# $\mathcal{S}^{-1}$, and the sum of the first $k$ placed patches.
+# **Our MNIST models combine the placed patches by a maximum instead.** The sum has a side effect during
+# training: two windows on one digit draw it twice, and the cheapest way to lower eq. (6) is then to push
+# the windows apart, off the digit. That is what made lifting collapse in our runs (chapter 6, finding 5).
+# Our MNIST scenes are themselves composited by a pixelwise maximum (chapter 2), so the shipped
+# reconstruction models use `MISTConfig(composite="max")`: $\max_k \mathcal{S}^{-1}(\mathbf{P}_k,
+# \mathbf{x}_k)$ in place of the sum, everything else unchanged. The library keeps both
+# (`reconstruct(..., composite="sum" | "max")`); the paper's eq. (6) is the sum.
+#
+# The figure runs the model's reconstruction on the test image. Top: the input with its K windows, the
+# reconstruction, and the residual (red: ink the reconstruction is missing; blue: ink it adds). Below, one
+# column per patch: the extracted patch $\mathbf{P}_k$, its decoding $\mathcal{T}(\mathbf{P}_k)$, that
+# decoding placed back by $\mathcal{S}^{-1}$, and the combination (here the maximum) of the first $k$
+# placed patches.
 
 # %%
 keypoints, patches, decoded = out.keypoints[0], out.patches[0], out.task_output[0]
-fig = show_reconstruction_steps(image, keypoints, decoded, patches)
+composite = autoencoder.config.composite  # "max" for our MNIST models, "sum" is eq. (6) as written
+fig = show_reconstruction_steps(image, keypoints, decoded, patches, composite=composite)
 fig
 
 # %% [markdown]
-# The checks behind the figure: the sum of the separately placed patches is the library's `reconstruct`,
-# which is the model's own reconstruction (MNIST sits on a black canvas, so the background $b$ of
-# `MISTConfig` is 0); the loss is the mean squared residual, i.e. eq. (6) divided by the number of pixels;
-# and $\mathcal{S}^{-1}$ really inverts $\mathcal{S}$: a window aligned with the pixel grid and as large as
-# the patch, cut out and placed back, reproduces the image inside the window and zeros outside.
+# The checks behind the figure: the maximum of the separately placed patches is the library's
+# `reconstruct`, which is the model's own reconstruction (MNIST sits on a black canvas, so the background
+# $b$ of `MISTConfig` is 0); the loss is the mean squared residual, i.e. eq. (6) divided by the number of
+# pixels; at the same windows, the sum would count overlapping ink twice; and $\mathcal{S}^{-1}$ really
+# inverts $\mathcal{S}$: a window aligned with the pixel grid and as large as the patch, cut out and
+# placed back, reproduces the image inside the window and zeros outside.
 
 # %%
 canvases = place_patches(out.task_output, out.keypoints, (80, 80))  # (B, K, C, H, W): one per patch
-assert autoencoder.config.background == 0.0
-assert torch.allclose(canvases.sum(1), reconstruct(out.task_output, out.keypoints, (80, 80)))
-assert torch.allclose(canvases.sum(1), out.reconstruction)
+assert autoencoder.config.background == 0.0 and composite == "max"
+combined = canvases.amax(1)  # (B, C, H, W): the brightest placed patch at each pixel
+assert torch.allclose(combined, reconstruct(out.task_output, out.keypoints, (80, 80), composite))
+assert torch.allclose(combined, out.reconstruction)
 residual = images - out.reconstruction
-loss = reconstruction_loss(images, out.task_output, out.keypoints)
+loss = reconstruction_loss(images, out.task_output, out.keypoints, composite=composite)
 assert torch.allclose(loss, residual.pow(2).sum() / residual.numel())  # eq. (6) / (C H W)
 assert torch.allclose(loss, autoencoder.task_loss(images, out))
-print(f"eq. (6) on this image: squared norm {float(residual.pow(2).sum()):.2f}, mean {float(loss):.5f}")
+summed = reconstruction_loss(images, out.task_output, out.keypoints)  # eq. (6) as written
+assert summed > loss  # the sum draws overlapping ink twice
+print(f"on this image: squared norm {float(residual.pow(2).sum()):.2f}, mean {float(loss):.5f} "
+      f"(the sum at the same windows: mean {float(summed):.5f})")  # fmt: skip
 
 aligned = torch.tensor([[[39.5, 39.5, 32.0]]])  # x - (s - 1) / 2 = 24: the window is pixels 24..55
 back = place_patches(sample_patches(images, aligned, size=32), aligned, (80, 80))[0, 0]  # (C, H, W)
@@ -161,21 +177,22 @@ assert float(back.sum()) == float(image[:, 24:56, 24:56].sum())  # nothing outsi
 # %% [markdown]
 # ### Place the patches one by one
 #
-# The slider sets how many of the K decoded patches are summed, in the extractor's order (strongest pick
-# first), and the residual shows what is still missing. The model runs once; only the sum changes. The
-# controls are live in JupyterLab; the cell after the widget draws the sum of the first three patches.
+# The slider sets how many of the K decoded patches are placed, in the extractor's order (strongest pick
+# first), and the residual shows what is still missing. The model runs once; only the number of patches
+# combined changes. The controls are live in JupyterLab; the cell after the widget draws the first three.
 
 # %%
 placing = reconstruction_widget(autoencoder, image)
 display(placing)
 
 # %%
-fig = show_partial_reconstruction(image, keypoints, decoded, placed=3)
+fig = show_partial_reconstruction(image, keypoints, decoded, placed=3, composite=composite)
 fig
 
 # %% [markdown]
 # Adding a patch changes the image only inside that patch's window (up to the half-pixel blur of bilinear
-# interpolation at the window's edge), which is what makes eq. (6) a sum of *local* terms:
+# interpolation at the window's edge), which is what makes eq. (6), with the sum or the max, a combination
+# of *local* terms:
 
 # %%
 for k in range(len(keypoints)):
@@ -315,7 +332,8 @@ print(f"squared-histogram loss: {sq_hand:.4f} on the worked example, "
 #   it and the loss change between tasks (§5).
 # - For reconstruction it is an auto-encoder with a 128-number bottleneck and no skips (§8), so that only
 #   windows holding a typical instance decode well. $\mathcal{S}^{-1}$ places each decoded patch back in its
-#   window, and eq. (6) compares the sum of the placed patches with the image.
+#   window, and eq. (6) compares the sum of the placed patches with the image (our MNIST models: their
+#   pixelwise maximum, which does not reward pushing overlapping windows apart).
 # - For classification it is the same encoder plus a dense layer. Eq. (7) compares the label histogram with
 #   the mean patch prediction by cross-entropy: no positions needed, invariant to the order of patches and
 #   labels, with the entropy of the labels as its floor.
