@@ -170,7 +170,7 @@ for index in range(len(images)):
     moved = (inspected["refined"][index, :, :2] - inspected["keypoints"][index, :, :2]).norm(dim=-1).mean()
     print(
         f"image {index}: L_task {inspected['task_before'][index]:.4f} -> {inspected['task_after'][index]:.4f}"
-        f" after stage 2 (keypoints moved {moved:.2f} px on average), L_lift {inspected['lift'][index]:.3e}"
+        f" after stage 2 (keypoints moved {moved:.1f} px on average), L_lift {inspected['lift'][index]:.2e}"
     )
 
 # %%
