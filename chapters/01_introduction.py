@@ -235,8 +235,8 @@ print("the full (GPU) recipe trains for", recipe("reconstruct", "mnist-hard", "m
 # %% [markdown]
 # We run it on the first four test images above. For each image it returns the heatmap, K = 9 windows, the
 # nine patches and their decoded versions, and the reconstruction: the decoded patches, each put back at its
-# window and combined (eq. 6 adds them up; our MNIST models take their pixelwise maximum, see chapter 5). The figure shows one image, the windows MIST chose, and what it
-# rebuilt from them.
+# window and combined (eq. 6 adds them up; our MNIST models take their pixelwise maximum, see chapter 5).
+# The figure shows one image, the windows MIST chose, and what it rebuilt from them.
 
 # %%
 images = test.images[:4].to(device)  # (B, C, H, W) = (4, 1, 80, 80)

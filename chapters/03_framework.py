@@ -162,8 +162,9 @@ assert decoded.shape == patches.shape
 # **The reconstruction and the loss.** The reconstruction task turns the decoded patches back into an image:
 # each is put back at its window by the inverse sampler $\mathcal{S}^{-1}$ and the K results are added up
 # (eq. 6, chapter 5; our MNIST models take their pixelwise maximum instead, for a reason chapter 5 gives).
-# That gives `(B, C, H, W)` again, and $\mathcal{L}_\text{task}$ compares it with the input. (`mistlib` averages the squared error over pixels instead of summing it: the same minimiser, on a
-# scale that does not depend on the image size.)
+# That gives `(B, C, H, W)` again, and $\mathcal{L}_\text{task}$ compares it with the input. (`mistlib`
+# averages the squared error over pixels instead of summing it: the same minimiser, on a scale that does not
+# depend on the image size.)
 
 # %%
 b = config.background  # 0 for MNIST hard: patches are placed on a black canvas
@@ -289,9 +290,9 @@ print("K = 3 keeps the first three picks:", [[round(v, 1) for v in row] for row 
 #
 # All nine patches are the same crop, so the auto-encoder decodes the same patch nine times. Our model takes
 # the pixelwise maximum of the placed patches, so the nine copies look like one (eq. (6)'s sum would stack
-# them, nine times too bright), and the rest of the image stays black. Compare the two printed losses: the centred windows do worse than the extracted ones, because
-# *where* the patches are matters as much as how well they are decoded. That is why the heatmap has to be
-# trained.
+# them, nine times too bright), and the rest of the image stays black. Compare the two printed losses: the
+# centred windows do worse than the extracted ones, because *where* the patches are matters as much as how
+# well they are decoded. That is why the heatmap has to be trained.
 #
 # </details>
 #

@@ -76,13 +76,13 @@ print("MNIST hard test images:", tuple(hard[0].shape), " Gabor test images:", tu
 # %% [markdown]
 # ## 7.1 Image reconstruction: Table 1
 #
-# The auto-encoding task (§5.1) asks each method to rebuild the input from K decoded patches placed back
-# in their windows (eq. 6; on MNIST, every method here combines them by a pixelwise maximum instead of
-# the sum, for the reason chapter 5 gives). Table 1 scores the rebuilt image by its root mean square error against the input, over every
-# pixel of the test set; lower is better. The paper compares MIST with the *grid* baseline (K fixed
-# windows tiling the image), the *channel-wise* baseline (one heatmap channel and one soft-argmax keypoint
-# per instance, as in Zhang et al.) and two external methods we do not re-implement. We add a fourth row
-# of our own, *naive*: the MIST model trained by plain back-propagation through the top-K, the ablation
+# The auto-encoding task (§5.1) asks each method to rebuild the input from K decoded patches placed back in
+# their windows (eq. 6; on MNIST, every method here combines them by a pixelwise maximum instead of the sum,
+# for the reason chapter 5 gives). Table 1 scores the rebuilt image by its root mean square error against the
+# input, over every pixel of the test set; lower is better. The paper compares MIST with the *grid* baseline
+# (K fixed windows tiling the image), the *channel-wise* baseline (one heatmap channel and one soft-argmax
+# keypoint per instance, as in Zhang et al.) and two external methods we do not re-implement. We add a fourth
+# row of our own, *naive*: the MIST model trained by plain back-propagation through the top-K, the ablation
 # that §6 argues fails.
 #
 # Each printed row below gives our number, then the paper's, the number of optimisation steps the
