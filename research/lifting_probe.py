@@ -6,6 +6,7 @@ network (16 channels, 2 blocks) so that they fit a CPU budget; on a GPU pass ``-
     python research/lifting_probe.py lifting '{"warmup_steps": 300, "refine_optimizer": "adam"}' --steps 500
     python research/lifting_probe.py warmup patch --steps 400
     python research/lifting_probe.py stage2 --warmup 400
+    python research/lifting_probe.py naive --steps 500 --model '{"composite": "max"}'
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 
 import torch
 
+from mistlib.baselines import EndToEndConfig, EndToEndTrainer
 from mistlib.data import MNISTHard
 from mistlib.experiments import dataset_tensors
 from mistlib.lifting import LiftingConfig, LiftingTrainer, per_image_task_loss, refine_keypoints
@@ -49,18 +51,36 @@ def _localisation(keypoints: torch.Tensor, ground_truth: torch.Tensor) -> tuple[
     return distance.min(-1).values.mean().item(), (distance.min(1).values < 4).float().mean().item()
 
 
-def probe_lifting(variant: dict, steps: int, full: bool, warmup: int = 0, cache: str | None = None) -> None:
-    """Algorithm 1 with the given LiftingConfig overrides; test RMSE and localisation every 25 steps.
+def probe_lifting(
+    variant: dict, steps: int, full: bool, warmup: int = 0, cache: str | None = None, every: int = 25
+) -> None:
+    """Algorithm 1 with the given LiftingConfig overrides; test RMSE and localisation every ``every`` steps.
 
     With ``cache``, the run starts from the model that ``warmed_up(warmup, ...)`` saved there (its
     warm-up is not repeated, so ``variant`` should leave ``warmup_steps`` at 0).
     """
-    images, test_images, ground_truth = _data()
     model = warmed_up(warmup, full, 1e-3, "random", cache) if cache else _model(full)
-    config = LiftingConfig(**{"steps": steps, "batch_size": 16, "device": "cpu", "log_every": 25, **variant})
-    trainer = LiftingTrainer(model, "reconstruct", config)
+    config = LiftingConfig(**{**_settings(steps, every), **variant})
+    _track(LiftingTrainer(model, "reconstruct", config), steps, every)
+
+
+def probe_naive(variant: dict, steps: int, full: bool, every: int = 25) -> None:
+    """Naive top-K (plain back-propagation through the K picks, no lifting), reported like ``lifting``."""
+    config = EndToEndConfig(**{**_settings(steps, every), **variant})
+    _track(EndToEndTrainer(_model(full), "reconstruct", config), steps, every)
+
+
+def _settings(steps: int, every: int) -> dict:
+    """Trainer fields shared by every probe run (a variant may override any of them)."""
+    return {"steps": steps, "batch_size": 16, "device": "cpu", "log_every": every}
+
+
+def _track(trainer, steps: int, every: int) -> None:
+    """Train in chunks of ``every`` steps; after each, one line of test RMSE and localisation."""
+    images, test_images, ground_truth = _data()
+    model = trainer.model
     start = time.time()
-    for stop in range(25, steps + 1, 25):
+    for stop in range(every, steps + 1, every):
         trainer.fit(images, steps=stop)
         with torch.no_grad():
             heatmap, keypoints = model.extract(test_images)
@@ -213,9 +233,12 @@ def probe_picks(warmup: int, full: bool, lr: float, windows: str, cache: str | N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("probe", choices=("lifting", "warmup", "stage2", "picks"))
-    parser.add_argument("arg", nargs="?", default="{}", help="lifting: JSON overrides; warmup: patch|image")
+    parser.add_argument("probe", choices=("lifting", "naive", "warmup", "stage2", "picks"))
+    parser.add_argument(
+        "arg", nargs="?", default="{}", help="lifting, naive: JSON trainer overrides; warmup: patch|image"
+    )
     parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--every", type=int, default=25, help="lifting, naive: steps between test lines")
     parser.add_argument("--warmup", type=int, default=400)
     parser.add_argument("--full", action="store_true", help="use §4's full heatmap network")
     parser.add_argument("--threads", type=int, default=2)
@@ -227,7 +250,9 @@ def main() -> None:
     MODEL_OVERRIDES.update(json.loads(args.model))
     torch.set_num_threads(args.threads)
     if args.probe == "lifting":
-        probe_lifting(json.loads(args.arg), args.steps, args.full, args.warmup, args.cache)
+        probe_lifting(json.loads(args.arg), args.steps, args.full, args.warmup, args.cache, args.every)
+    elif args.probe == "naive":
+        probe_naive(json.loads(args.arg), args.steps, args.full, args.every)
     elif args.probe == "warmup":
         probe_warmup(args.arg, args.steps, args.full, args.lr, args.windows)
     elif args.probe == "stage2":
