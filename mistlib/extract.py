@@ -30,12 +30,18 @@ def _check_scales_for(scales: torch.Tensor, num_scales: int, what: str) -> None:
         raise ValueError(f"scales must have S = {num_scales} entries to match {what}, got {scales.numel()}")
 
 
-def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor) -> torch.Tensor:
+def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor, nms: int = 1) -> torch.Tensor:
     """``E_K``: the K strongest pixels of a scale-space heatmap and their scales (eq. 2-4).
 
     Locations, eq. (3): the top-K pixels of ``max_s h_s``, the per-pixel maximum over scales of the *raw*
-    heatmap, as K distinct pixels in decreasing score order (``x`` = column, ``y`` = row). The local
-    spatial softmax already did the non-maximum suppression (§4), so no further NMS is applied here.
+    heatmap, as K distinct pixels in decreasing score order (``x`` = column, ``y`` = row).
+
+    Non-maximum suppression: §3 connects the heatmap to top-K "through non-maximum suppression", and §4
+    argues that the local spatial softmax already does it. It does not once a trained peak is broad: the
+    pixels next to the strongest peak then outscore every other peak, and all K picks land on one object.
+    With ``nms > 1`` only the pixels that are the maximum of their ``nms x nms`` neighbourhood compete
+    (the authors' public code uses a 5 x 5 window); if there are fewer than K of them, the best other
+    pixels fill the remaining places. ``nms = 1`` (the default) takes the top-K pixels as they are.
 
     Scale, eq. (2) + (4): the scale-normalised first moment at the selected pixel,
     ``s = sum_s h_s * scale_s / (sum_s h_s + 1e-6)``.
@@ -54,6 +60,7 @@ def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor) -> torch.T
         heatmap: (B, S, H, W) non-negative finite floats, e.g. the output of ``HeatmapNet``.
         k: K, number of patches, ``1 <= k <= H * W``.
         scales: (S,) positive, strictly increasing side lengths in pixels.
+        nms: odd window side of the non-maximum suppression; 1 for none.
 
     Returns:
         (B, K, 3) as (x, y, s) in pixels, x right, y down; same dtype and device as ``heatmap``.
@@ -63,6 +70,11 @@ def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor) -> torch.T
         >>> topk_extract(h, 2, torch.tensor([10.0, 20.0]))
         tensor([[[ 3.0000,  1.0000, 12.5000],
                  [ 0.0000,  2.0000, 20.0000]]])
+        >>> broad = torch.tensor([[[[0.0, 0.2, 0.9, 0.8, 0.0, 0.5]]]])  # (1, 1, 1, 6): two peaks, one broad
+        >>> topk_extract(broad, 2, torch.tensor([20.0]))[0, :, 0].tolist()  # both picks on the broad one
+        [2.0, 3.0]
+        >>> topk_extract(broad, 2, torch.tensor([20.0]), nms=3)[0, :, 0].tolist()
+        [2.0, 5.0]
     """
     check_rank("heatmap", heatmap, 4, "(B, S, H, W)")
     check_float("heatmap", heatmap)
@@ -71,15 +83,37 @@ def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor) -> torch.T
     _check_scales_for(scales, num_scales, f"heatmap of shape {tuple(heatmap.shape)}")
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= height * width:
         raise ValueError(f"k must be an integer in [1, H * W = {height * width}], got k = {k!r}")
-    return _topk_extract(heatmap, k, scales)
+    check_nms(nms)
+    return _topk_extract(heatmap, k, scales, nms)
 
 
-def _topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor) -> torch.Tensor:
+def check_nms(nms: object) -> int:
+    """Raise unless ``nms`` is an odd positive integer (a window side); return it.
+
+    Example:
+        >>> check_nms(5)
+        5
+        >>> check_nms(4)
+        Traceback (most recent call last):
+        ...
+        ValueError: nms must be an odd positive integer (1 for no suppression), got 4
+    """
+    if isinstance(nms, bool) or not isinstance(nms, int) or nms < 1 or nms % 2 == 0:
+        raise ValueError(f"nms must be an odd positive integer (1 for no suppression), got {nms!r}")
+    return nms
+
+
+def _topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor, nms: int = 1) -> torch.Tensor:
     """:func:`topk_extract` without input checks (no host sync), for the optimised lifting step."""
     batch, num_scales, height, width = heatmap.shape
     scales = scales.to(heatmap)
-    peak = heatmap.amax(dim=1).flatten(1)  # (B, H * W), eq. (3) on the raw h
-    index = peak.topk(k, dim=1, sorted=True).indices  # (B, K)
+    peak = heatmap.amax(dim=1)  # (B, H, W), eq. (3) on the raw h
+    if nms > 1:
+        local_max = torch.nn.functional.max_pool2d(peak[:, None], nms, 1, nms // 2)[:, 0]  # (B, H, W)
+        # every local maximum ranks above every other pixel; the others keep their order among themselves
+        lift = (peak.amax() - peak.amin() + 1).detach()
+        peak = peak + lift * (peak == local_max)
+    index = peak.flatten(1).topk(k, dim=1, sorted=True).indices  # (B, K)
     y = torch.div(index, width, rounding_mode="floor")  # (B, K) rows
     x = index - y * width  # (B, K) columns
     gather = index.unsqueeze(1).expand(batch, num_scales, k)  # (B, S, K)

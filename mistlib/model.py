@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from mistlib.checks import check_images, check_keypoints
-from mistlib.extract import _topk_extract, topk_extract
+from mistlib.extract import _topk_extract, check_nms, topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet
 from mistlib.sampler import _place_patches, _sample_patches, sample_patches
 from mistlib.tasks import COMPOSITES, PatchAutoencoder, PatchClassifier, multi_instance_loss, reconstruct
@@ -56,6 +56,7 @@ class MISTConfig:
     num_classes: int = 10  # classes of the classification task (digits)
     background: float = 0.0  # image value where no instance is; eq. (6) places patches on this canvas
     composite: str = "sum"  # how placed patches combine: "sum" (eq. 6) or "max" (our variant, background 0)
+    nms: int = 1  # window of E_K's non-maximum suppression before top-K (authors' code: 5); 1 for none
 
     def __post_init__(self) -> None:
         if self.task not in ("reconstruct", "classify"):
@@ -66,6 +67,7 @@ class MISTConfig:
             raise ValueError(f"composite must be one of {COMPOSITES}, got {self.composite!r}")
         if self.composite == "max" and self.background != 0:
             raise ValueError(f"composite='max' needs background 0 (bright instances), got {self.background}")
+        check_nms(self.nms)
         if not self.scales or list(self.scales) != sorted(set(self.scales)) or min(self.scales) <= 0:
             raise ValueError(f"scales must be positive and strictly increasing, got {self.scales}")
 
@@ -163,7 +165,7 @@ class MIST(nn.Module):
             heatmap (B, S, H, W) and keypoints (B, K, 3) as (x, y, s).
         """
         heatmap = self.heatmap_net(images)  # (B, S, H, W)
-        keypoints = topk_extract(heatmap, self.config.k if k is None else k, self.scales)  # (B, K, 3)
+        keypoints = topk_extract(heatmap, self.config.k if k is None else k, self.scales, self.config.nms)
         return heatmap, keypoints
 
     def run_task(self, images: torch.Tensor, keypoints: torch.Tensor) -> MISTOutput:
@@ -210,7 +212,7 @@ class MIST(nn.Module):
         if type(self).extract is not MIST.extract:  # a baseline with its own extractor: use it as is
             return self.extract(images, k)
         heatmap = self.heatmap_net.fast_forward(images, pack_scales=pack_scales, amp_dtype=amp_dtype)
-        keypoints = _topk_extract(heatmap, self.config.k if k is None else k, self.scales)  # (B, K, 3)
+        keypoints = _topk_extract(heatmap, self.config.k if k is None else k, self.scales, self.config.nms)
         return heatmap, keypoints
 
     def fast_run_task(

@@ -108,6 +108,57 @@ def test_topk_bad_input(kwargs, match):
         topk_extract(**args)
 
 
+# ---------------------------------------------------------------- non-maximum suppression
+
+
+def _two_blobs() -> torch.Tensor:
+    """(1, 2, 12, 12): a broad, strong blob at (x=3, y=4) and a weak sharp peak at (x=9, y=8)."""
+    yy, xx = torch.meshgrid(torch.arange(12.0), torch.arange(12.0), indexing="ij")
+    broad = torch.exp(-((xx - 3) ** 2 + (yy - 4) ** 2) / 8)  # its neighbours exceed 0.5
+    h = torch.stack([broad, 0.5 * broad])[None].clone()
+    h[0, :, 8, 9] = torch.tensor([0.0, 0.4])  # the weak peak, on the larger scale only
+    return h
+
+
+def test_without_nms_a_broad_peak_takes_every_place():
+    picks = topk_extract(_two_blobs(), 3, torch.tensor([10.0, 20.0]))
+    assert picks[0, 0, :2].tolist() == [3.0, 4.0]
+    assert (picks[0, :, :2] - torch.tensor([3.0, 4.0])).abs().max() <= 1  # all three on the broad blob
+
+
+@pytest.mark.parametrize("nms", [3, 5])
+def test_nms_gives_each_peak_one_pick_then_fills_with_the_best_other_pixels(nms):
+    picks = topk_extract(_two_blobs(), 3, torch.tensor([10.0, 20.0]), nms=nms)
+    assert picks[0, 0].tolist() == pytest.approx([3.0, 4.0, 10.0 * 2 / 3 + 20.0 / 3], abs=1e-4)
+    assert picks[0, 1].tolist() == pytest.approx([9.0, 8.0, 20.0], abs=1e-4)  # the weak peak comes second
+    # only two local maxima exist: the third place goes to the strongest remaining pixel, a neighbour
+    assert (picks[0, 2, :2] - torch.tensor([3.0, 4.0])).abs().max() == 1
+
+
+def test_nms_one_is_plain_top_k():
+    h = torch.rand(3, 2, 9, 11, generator=torch.Generator().manual_seed(0))
+    scales = torch.tensor([10.0, 20.0])
+    assert torch.equal(topk_extract(h, 7, scales, nms=1), topk_extract(h, 7, scales))
+
+
+def test_nms_keeps_e_k_an_inverse_of_the_target_for_keypoints_farther_apart_than_its_window():
+    g = torch.Generator().manual_seed(1)
+    cells = torch.stack([torch.randperm(16, generator=g)[:5] for _ in range(3)])  # (3, 5) of a 4x4 grid
+    keypoints = torch.stack([(cells % 4) * 6.0 + 2, (cells // 4) * 6.0 + 3, torch.full((3, 5), 15.0)], -1)
+    h = target_heatmap(keypoints, torch.tensor([10.0, 20.0]), (24, 24))
+    out = topk_extract(h, 5, torch.tensor([10.0, 20.0]), nms=5)
+    for b in range(3):
+        order = (keypoints[b, :, 1] * 24 + keypoints[b, :, 0]).argsort()
+        found = out[b][(out[b, :, 1] * 24 + out[b, :, 0]).argsort()]
+        torch.testing.assert_close(found, keypoints[b][order], rtol=1e-5, atol=0)
+
+
+@pytest.mark.parametrize("nms", [0, 2, 4.0, True, -3])
+def test_nms_must_be_an_odd_positive_integer(nms):
+    with pytest.raises(ValueError, match="nms must be an odd positive integer"):
+        topk_extract(torch.rand(1, 2, 6, 6), 2, torch.tensor([10.0, 20.0]), nms=nms)
+
+
 # ---------------------------------------------------------------- target_heatmap
 
 

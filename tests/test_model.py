@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 
+from mistlib.extract import topk_extract
 from mistlib.model import MIST, MISTConfig, MISTOutput, default_device
 from mistlib.sampler import place_patches
 
@@ -83,11 +84,25 @@ def test_bad_input_is_named():
         ("scales", (20.0, 16.0)),
         ("scales", (0.0, 1.0)),
         ("composite", "mean"),
+        ("nms", 4),
     ],
 )
 def test_config_is_validated(field, value):
     with pytest.raises(ValueError, match=field):
         dataclasses.replace(MISTConfig(), **{field: value})
+
+
+def test_extract_applies_the_configured_nms_on_both_paths():
+    torch.manual_seed(0)
+    model = MIST(MISTConfig(heatmap_channels=8, heatmap_blocks=1, nms=5))
+    images = torch.rand(2, 1, 80, 80)
+    with torch.no_grad():
+        heatmap, keypoints = model.extract(images)
+        fast = model.fast_extract(images)[1]
+    assert torch.equal(keypoints, topk_extract(heatmap, 9, model.scales, nms=5))
+    assert torch.equal(fast, keypoints)
+    apart = torch.cdist(keypoints[..., :2], keypoints[..., :2]) + 99 * torch.eye(9)  # (2, 9, 9)
+    assert apart.min() > 2  # no two picks inside one 5 x 5 window
 
 
 def test_max_composite_needs_a_zero_background():
