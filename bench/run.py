@@ -142,7 +142,7 @@ class BenchConfig:
             inference_repeats=2,
             variants=True,
             compile_variants=False,
-            ttq_limit_s=2.0,
+            ttq_limit_s=60.0,  # generous: the 6-step cap, not the clock, must end it on a loaded machine
             ttq_eval_every=2,
             ttq_eval_size=4,
             ttq_train_size=8,
