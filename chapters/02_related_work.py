@@ -160,10 +160,13 @@ fig = show_heatmap_picks(image, heatmap, keypoints)
 fig
 
 # %%
-peak = heatmap.amax(0).flatten()  # (H * W,) the map that eq. (3) ranks
+nms = mist.config.nms  # the 5 x 5 non-maximum suppression of §3 (chapter 4)
+peak = heatmap.amax(0)  # (H, W) the map that eq. (3) ranks
+is_max = (peak == torch.nn.functional.max_pool2d(peak[None], nms, 1, nms // 2)[0]).flatten()  # (H * W,)
 taken = (keypoints[:, 1] * 80 + keypoints[:, 0]).long()  # (K,) flat indices of the picks
-assert torch.equal(taken, peak.topk(len(keypoints)).indices)  # exactly the K strongest pixels
-assert torch.equal(keypoints, topk_extract(heatmap[None], len(keypoints), mist.scales.cpu())[0])  # E_K
+candidates = peak.flatten().where(is_max, torch.tensor(-1.0))  # only local maxima compete
+assert torch.equal(taken, candidates.topk(len(keypoints)).indices)  # exactly the K strongest peaks
+assert torch.equal(keypoints, topk_extract(heatmap[None], len(keypoints), mist.scales.cpu(), nms)[0])  # E_K
 print("MIST: one map of", tuple(heatmap.shape), "-> K =", len(keypoints), "windows")
 
 # %% [markdown]

@@ -126,7 +126,7 @@ assert float(heatmap.min()) >= 0 and float(heatmap.max()) <= 1
 # S scales (eq. 4), so it lies between the smallest and the largest.
 
 # %%
-keypoints = topk_extract(heatmap, config.k, model.scales)  # (B, K, 3) as (x, y, s)
+keypoints = topk_extract(heatmap, config.k, model.scales, config.nms)  # (B, K, 3) as (x, y, s)
 print("x_k:", tuple(keypoints.shape))
 for k, (x, y, s) in enumerate(keypoints[0].tolist(), start=1):
     print(f"  patch {k}: centre ({x:.0f}, {y:.0f}), side {s:.2f} px")
@@ -217,7 +217,7 @@ fig
 
 # %%
 h = model.heatmap_net(images).detach().requires_grad_(True)  # (B, S, H, W), a leaf
-x = topk_extract(h, config.k, model.scales)  # (B, K, 3): positions without history, scales with
+x = topk_extract(h, config.k, model.scales, config.nms)  # (B, K, 3): positions without history, scales with
 x.retain_grad()
 out = model.run_task(images, x)  # S, T and S^-1 at these patch parameters
 model.task_loss(images, out).backward()

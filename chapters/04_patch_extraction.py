@@ -117,7 +117,7 @@ for s, factor in zip(config.scales, net.resize_factors(), strict=True):
 with torch.no_grad():
     scores = net.scores(images)  # (1, S, H, W), raw
     heatmap = net(images)  # (1, S, H, W), after the local spatial softmax
-    keypoints = topk_extract(heatmap, config.k, model.scales)  # (1, K, 3) as (x, y, s)
+    keypoints = topk_extract(heatmap, config.k, model.scales, nms=config.nms)  # (1, K, 3) as (x, y, s)
 fig = show_scale_maps(image, scores[0], heatmap[0], config.scales, keypoints[0])
 fig
 
@@ -205,6 +205,10 @@ for s_index, s in enumerate(config.scales):
 #
 # $$\{(x_k, y_k)\} = \mathrm{TOPK}\big(\max_s \mathbf{h}_s\big).$$
 #
+# §3 places an explicit non-maximum suppression between the heatmap and the top-K, and the authors' public
+# code keeps only the pixels that are the largest of their $5 \times 5$ neighbourhood. Our models do the
+# same (`MISTConfig.nms = 5`); the end of this section shows why the softmax alone does not suffice.
+#
 # The **scale** of each patch is a weighted mean of the S scales, the weights being the heatmap's responses
 # at that pixel (eq. 4), made to sum to one by the normalisation of eq. (2):
 #
@@ -216,8 +220,11 @@ for s_index, s in enumerate(config.scales):
 
 # %%
 k = config.k
-peak = heatmap.amax(dim=1).flatten(1)  # (1, H * W): max over scales, eq. (3)
-index = peak.topk(k).indices[0]  # (K,) flat pixel indices of the K highest
+peak_map = heatmap.amax(dim=1)  # (1, H, W): max over scales, eq. (3)
+is_max = peak_map == F.max_pool2d(peak_map, config.nms, 1, config.nms // 2)  # (1, H, W) local maxima
+assert int(is_max.sum()) >= k  # enough of them: no other pixel has to fill a place
+peak, is_max = peak_map.flatten(1), is_max.flatten(1)  # (1, H * W)
+index = peak.where(is_max, torch.tensor(-1.0)).topk(k).indices[0]  # (K,) the K highest local maxima
 rows, cols = index // 80, index % 80
 weights = heatmap[0][:, rows, cols]  # (S, K): the responses at each chosen pixel
 scale_by_hand = (weights * model.scales[:, None]).sum(0) / (weights.sum(0) + 1e-6)  # eqs. (2) and (4)
@@ -249,14 +256,14 @@ fig
 # %% [markdown]
 # What the figure should make plain, checked for K = 1 to 20: the K windows sit on K *different* pixels and
 # give K different patches (unless two windows both fall on empty background); the picks are exactly the K
-# highest values of $\max_s \mathbf{h}_s$ (no pixel left out scores higher than one that was taken); every
+# highest local maxima of $\max_s \mathbf{h}_s$ (no maximum left out scores higher than one taken); every
 # scale stays within the scale space, because eq. (4) is a weighted mean; and the picks for a smaller K are
 # the first picks for a larger one. K cannot exceed the number of pixels, and the extractor says so.
 
 # %%
-top20 = topk_extract(heatmap, 20, model.scales)
+top20 = topk_extract(heatmap, 20, model.scales, nms=config.nms)
 for kk in range(1, 21):
-    picks = topk_extract(heatmap, kk, model.scales)[0]  # (K, 3)
+    picks = topk_extract(heatmap, kk, model.scales, nms=config.nms)[0]  # (K, 3)
     cut = sample_patches(images, picks[None], size=config.patch_size)[0].flatten(1)  # (K, C * P * P)
     assert len({(x, y) for x, y, _ in picks.tolist()}) == kk  # K distinct centres
     inked = cut.amax(1) > 0  # (K,) two windows on empty background would both be blank
@@ -264,7 +271,8 @@ for kk in range(1, 21):
     taken = torch.zeros(80 * 80, dtype=torch.bool)
     taken[(picks[:, 1] * 80 + picks[:, 0]).long()] = True
     if kk < 80 * 80:
-        assert float(peak[0][taken].min()) >= float(peak[0][~taken].max())  # the K highest, none skipped
+        # the K highest local maxima, none skipped
+        assert float(peak[0][taken].min()) >= float(peak[0][~taken & is_max[0]].max())
     low, high = min(config.scales) - 1e-4, max(config.scales) + 1e-4
     assert low <= float(picks[:, 2].min()) and float(picks[:, 2].max()) <= high  # eq. (4) is a mean
     assert torch.equal(picks, top20[0, :kk])  # a smaller K gives the first picks of a larger one
@@ -272,21 +280,32 @@ try:
     topk_extract(heatmap, 80 * 80 + 1, model.scales)
 except ValueError as error:
     print("K = 6401:", error)
-close = sum(
-    1
-    for a in range(20)
-    for b in range(a)
-    if (top20[0, a, :2] - top20[0, b, :2]).abs().max() <= half  # within the softmax window of a better pick
-)
-print(f"of the top 20 picks, {close} pairs lie within {half} px of each other: soft, not hard, suppression")
+
+
+def close_pairs(picks: torch.Tensor, within: int) -> int:
+    """Pairs of picks (K, 3) at most ``within`` px apart along both axes."""
+    gaps = (picks[:, None, :2] - picks[None, :, :2]).abs().amax(-1)  # (K, K) Chebyshev distances
+    return int((gaps <= within).triu(1).sum())
+
+
+plain20 = topk_extract(heatmap, 20, model.scales)[0]  # (20, 3) eq. (3) with the softmax alone
+for name, picks in (("softmax alone", plain20), (f"{config.nms} x {config.nms} NMS", top20[0])):
+    print(f"top 20 picks, {name}: {close_pairs(picks, half)} pairs within {half} px, "
+          f"{close_pairs(picks, 1)} pairs of neighbouring pixels")  # fmt: skip
+assert close_pairs(top20[0], config.nms // 2) == 0
 
 # %% [markdown]
 # How soft is the suppression? The local softmax can only separate peaks as well as the raw scores do. Where
 # the scores around a peak differ from it by much less than $1/\beta$, its neighbours keep a good share of
 # the window's mass, and with it a chance to be picked ahead of a weaker digit elsewhere. A briefly trained
-# network, such as the CPU checkpoint used here, produces such low-contrast peaks; the last line printed
-# above counts the pairs of top-20 picks that lie within half a window of each other. The strength control
-# of §4.5 lets you sharpen or flatten the peaks and watch the picks spread out or crowd together.
+# network, such as the CPU checkpoint used here, produces such low-contrast peaks; the last lines printed
+# above count the pairs of top-20 picks that lie within half a window of each other. Training makes it
+# worse: lifting (chapter 6) teaches the network to answer every keypoint with a peak, and a peak it has
+# learned is a few pixels wide, so with the softmax alone the pixels around the strongest digit outrank
+# every other digit and several of the K picks land on one object. Our first CPU models did exactly
+# that (`research/README.md` §8), and the hard suppression before the top-K is what stops it: a
+# neighbouring pixel is never a local maximum. The strength control of §4.5 lets you sharpen or flatten
+# the peaks and watch the plain top-K picks spread out or crowd together.
 
 # %% [markdown]
 # ## 4.4 A subtlety: where eq. (2) belongs

@@ -101,8 +101,8 @@ def recipe(task: str, data: str, method: str, budget: str = "gpu", **overrides) 
         >>> small = recipe("reconstruct", "mnist-hard", "mist", budget="cpu")
         >>> small.model.heatmap_channels, small.train["steps"], small.train["warmup_steps"]
         (16, 700, 400)
-        >>> small.model.composite, small.train["warmup_windows"]
-        ('max', 'heatmap')
+        >>> small.model.composite, small.train["warmup_windows"], small.model.nms
+        ('max', 'heatmap', 5)
         >>> recipe("classify", "mnist-hard", "mist").model.composite  # only MNIST reconstruction changes
         'sum'
     """
@@ -119,6 +119,9 @@ def recipe(task: str, data: str, method: str, budget: str = "gpu", **overrides) 
         # research/README.md §6: with eq. (6)'s sum, stage 2 pushes overlapping windows apart and off the
         # ink; our scenes are composited by a pixelwise max, and so is their reconstruction (every method)
         model = dataclasses.replace(model, composite="max")
+    if method in ("mist", "naive"):
+        # research/README.md §8: without non-maximum suppression a broad trained peak wins all K places
+        model = dataclasses.replace(model, nms=5)
     train = {"steps": 6000, "batch_size": 32}
     if method == "mist":
         # research/README.md: the auto-encoder must first learn to encode windows (per-patch loss; on MNIST

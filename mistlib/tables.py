@@ -38,7 +38,10 @@ NOTE = (
     "numbers are comparable with the paper's in spirit, not digit for digit. Test images are fresh draws "
     "(seed 1) from the test digits, never seen in training. On MNIST, every reconstruction row combines its "
     "placed patches by a pixelwise maximum rather than eq. (6)'s sum (MISTConfig.composite; "
-    "research/README.md, section 6)."
+    "research/README.md, section 6). The MNIST reconstruction rows of MIST and naive top-K keep only the "
+    "local maxima of a 5 x 5 window before the top-K (MISTConfig.nms, the non-maximum suppression of "
+    "section 3 of the paper; research/README.md, section 8); the Gabor and classification rows were trained "
+    "before that change and are evaluated as trained, without it."
 )
 
 

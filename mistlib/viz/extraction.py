@@ -445,7 +445,8 @@ def _figure_widget(draw: Callable[..., Figure], dpi: int = 80, **controls):
 def topk_widget(model: MIST, image: torch.Tensor, k: int | None = None, max_k: int = 20):
     """Scrub K from 1 to ``max_k`` and watch the windows and patches of :func:`show_topk` follow.
 
-    The heatmap is computed once; each K re-runs only ``topk_extract`` and ``sample_patches``.
+    The heatmap is computed once; each K re-runs only ``topk_extract`` (with the model's ``nms``) and
+    ``sample_patches``.
 
     Args:
         model: a MIST model (its heatmap network, scales and patch size are used).
@@ -475,7 +476,7 @@ def topk_widget(model: MIST, image: torch.Tensor, k: int | None = None, max_k: i
 
     def draw(k: int) -> Figure:
         with torch.no_grad():
-            keypoints = topk_extract(heatmap, k, model.scales)  # (1, K, 3)
+            keypoints = topk_extract(heatmap, k, model.scales, model.config.nms)  # (1, K, 3)
             patches = sample_patches(image[None].float().to(device), keypoints, model.config.patch_size)
         return show_topk(image, keypoints[0].cpu(), patches[0].cpu(), title=f"K = {k}")
 
