@@ -18,7 +18,14 @@ from mistlib.checks import check_images, check_keypoints
 from mistlib.extract import _topk_extract, check_nms, topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet
 from mistlib.sampler import _place_patches, _sample_patches, sample_patches
-from mistlib.tasks import COMPOSITES, PatchAutoencoder, PatchClassifier, multi_instance_loss, reconstruct
+from mistlib.tasks import (
+    COMPOSITES,
+    PatchAutoencoder,
+    PatchClassifier,
+    combine,
+    multi_instance_loss,
+    reconstruct,
+)
 
 Task = Literal["reconstruct", "classify"]
 
@@ -248,8 +255,7 @@ class MIST(nn.Module):
         if self.config.task == "reconstruct":
             b, size = self.config.background, (images.shape[-2], images.shape[-1])
             canvases = _place_patches(task_output - b, keypoints, size)  # (B, K, C, H, W)
-            composed = canvases.sum(1) if self.config.composite == "sum" else canvases.amax(1)
-            out.reconstruction = composed + b  # eq. (6)
+            out.reconstruction = combine(canvases, self.config.composite) + b  # eq. (6), or its max
         else:
             out.logits = task_output  # (B, K, classes)
         return out

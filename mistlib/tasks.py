@@ -249,6 +249,19 @@ class PatchClassifier(_PatchNet):
 COMPOSITES = ("sum", "max")
 
 
+def combine(canvases: torch.Tensor, composite: str = "sum") -> torch.Tensor:
+    """Placed patches combined into one image: (B, K, C, H, W) -> (B, C, H, W), by sum or pixelwise max.
+
+    Example:
+        >>> canvases = torch.tensor([1.0, 3.0, 2.0]).view(1, 3, 1, 1, 1)
+        >>> combine(canvases).item(), combine(canvases, "max").item()
+        (6.0, 3.0)
+    """
+    if composite not in COMPOSITES:
+        raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
+    return canvases.sum(1) if composite == "sum" else canvases.amax(1)
+
+
 def reconstruct(
     patches_out: torch.Tensor, keypoints: torch.Tensor, image_size: Sequence[int], composite: str = "sum"
 ) -> torch.Tensor:
@@ -275,10 +288,7 @@ def reconstruct(
         >>> reconstruct(torch.ones(1, 2, 1, 32, 32), kp, (40, 40), composite="max")[0, 0, 15, 15].item()
         1.0
     """
-    if composite not in COMPOSITES:
-        raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
-    canvases = place_patches(patches_out, keypoints, image_size)  # (B, K, C, H, W)
-    return canvases.sum(1) if composite == "sum" else canvases.amax(1)  # (B, C, H, W)
+    return combine(place_patches(patches_out, keypoints, image_size), composite)  # (B, C, H, W)
 
 
 def reconstruction_loss(

@@ -138,7 +138,10 @@ def test_nms_gives_each_peak_one_pick_then_fills_with_the_best_other_pixels(nms)
 def test_nms_one_is_plain_top_k():
     h = torch.rand(3, 2, 9, 11, generator=torch.Generator().manual_seed(0))
     scales = torch.tensor([10.0, 20.0])
-    assert torch.equal(topk_extract(h, 7, scales, nms=1), topk_extract(h, 7, scales))
+    picks = topk_extract(h, 7, scales, nms=1)
+    flat = (picks[..., 1] * 11 + picks[..., 0]).long()  # (3, 7) flat pixel indices
+    assert torch.equal(flat, h.amax(1).flatten(1).topk(7).indices)  # the 7 highest pixels, neighbours or not
+    assert torch.equal(picks, topk_extract(h, 7, scales))  # and the default
 
 
 def test_nms_keeps_e_k_an_inverse_of_the_target_for_keypoints_farther_apart_than_its_window():

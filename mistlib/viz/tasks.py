@@ -15,6 +15,7 @@ from matplotlib.figure import Figure
 
 from mistlib.model import MIST
 from mistlib.sampler import place_patches
+from mistlib.tasks import COMPOSITES
 from mistlib.viz.extraction import _figure_widget
 from mistlib.viz.scenes import _draw_image, _draw_windows
 
@@ -71,7 +72,7 @@ def running_composite(canvases: torch.Tensor, composite: str = "sum") -> torch.T
         return canvases.cumsum(0)
     if composite == "max":
         return canvases.cummax(0).values
-    raise ValueError(f"composite must be 'sum' or 'max', got {composite!r}")
+    raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
 
 
 def _windows(ax, keypoints: torch.Tensor, solid: int | None = None) -> None:
