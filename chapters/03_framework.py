@@ -129,7 +129,7 @@ assert float(heatmap.min()) >= 0 and float(heatmap.max()) <= 1
 keypoints = topk_extract(heatmap, config.k, model.scales, config.nms)  # (B, K, 3) as (x, y, s)
 print("x_k:", tuple(keypoints.shape))
 for k, (x, y, s) in enumerate(keypoints[0].tolist(), start=1):
-    print(f"  patch {k}: centre ({x:.0f}, {y:.0f}), side {s:.2f} px")
+    print(f"  patch {k}: centre ({x:.0f}, {y:.0f}), side {s:.1f} px")
 assert keypoints.shape == (1, config.k, 3)
 assert torch.equal(keypoints[..., :2], keypoints[..., :2].round())  # integer positions
 assert min(config.scales) - 1e-3 <= float(keypoints[..., 2].min())
@@ -223,9 +223,9 @@ out = model.run_task(images, x)  # S, T and S^-1 at these patch parameters
 model.task_loss(images, out).backward()
 reached = h.grad[0].abs().sum(0) > 0  # (H, W) pixels of the heatmap that received a gradient
 print("heatmap pixels with a gradient:", int(reached.sum()), "of", reached.numel(), f"(K = {config.k})")
-print("dL/d(x, y, s) of the first three patches:")
+print("dL/d(x, y, s) of the first three patches, in units of 1e-4 per pixel:")
 for row in x.grad[0, :3].tolist():
-    print("  ", [f"{v:+.1e}" for v in row])
+    print("  ", [f"{v * 1e4:+.0f}" for v in row])
 assert int(reached.sum()) <= config.k
 picked = torch.zeros_like(reached)
 picked[x[0, :, 1].long(), x[0, :, 0].long()] = True  # (H, W) the K selected pixels
@@ -247,7 +247,8 @@ model.zero_grad(set_to_none=True)
 # %%
 with torch.no_grad():
     _, three = model.extract(images, k=3)  # (B, 3, 3)
-assert torch.equal(three, keypoints[:, :3])
+assert torch.equal(three[..., :2], keypoints[:, :3, :2])  # the same three centres
+torch.testing.assert_close(three[..., 2], keypoints[:, :3, 2], rtol=1e-5, atol=1e-4)  # scales, to 1e-4 px
 print("K = 3 keeps the first three picks:", [[round(v, 1) for v in row] for row in three[0].tolist()])
 
 # %% [markdown]

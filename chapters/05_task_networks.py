@@ -171,8 +171,10 @@ print(f"on this image: squared norm {float(residual.pow(2).sum()):.2f}, mean {fl
 
 aligned = torch.tensor([[[39.5, 39.5, 32.0]]])  # x - (s - 1) / 2 = 24: the window is pixels 24..55
 back = place_patches(sample_patches(images, aligned, size=32), aligned, (80, 80))[0, 0]  # (C, H, W)
-assert torch.equal(back[:, 24:56, 24:56], image[:, 24:56, 24:56])
-assert float(back.sum()) == float(image[:, 24:56, 24:56].sum())  # nothing outside the window
+torch.testing.assert_close(back[:, 24:56, 24:56], image[:, 24:56, 24:56], rtol=0, atol=1e-6)  # the crop
+outside = back.clone()
+outside[:, 24:56, 24:56] = 0
+assert not outside.any()  # nothing outside the window
 
 # %% [markdown]
 # ### Place the patches one by one
@@ -281,10 +283,10 @@ q_hand = [sum(1 for label in (1, 3) if label == c) / 2 for c in range(4)]
 h_hand = -sum(q_c * math.log(p_c) for q_c, p_c in zip(q_hand, p_hand, strict=True) if q_c > 0)
 print("p =", [round(v, 4) for v in p_hand], " q =", q_hand, f" H(q, p) = {h_hand:.4f}")
 
-assert math.isclose(h_hand, -math.log(0.35), rel_tol=1e-6)
-assert math.isclose(h_hand, float(multi_instance_loss(example_logits, example_labels)), rel_tol=1e-6)
+assert math.isclose(h_hand, -math.log(0.35), rel_tol=1e-5)
+assert math.isclose(h_hand, float(multi_instance_loss(example_logits, example_labels)), rel_tol=1e-5)
 at_floor = torch.tensor([[0.0, 0.5, 0.0, 0.5]]).clamp(min=1e-12).log()[None]  # one patch predicting q
-assert math.isclose(float(multi_instance_loss(at_floor, example_labels)), math.log(2), rel_tol=1e-6)
+assert math.isclose(float(multi_instance_loss(at_floor, example_labels)), math.log(2), rel_tol=1e-5)
 
 # %%
 title = f"worked example: H(q, p) = {h_hand:.4f}"
@@ -300,7 +302,7 @@ fig
 
 # %%
 two = multi_instance_loss(example_logits[:, :2], example_labels)
-assert math.isclose(float(two), -math.log(0.4), rel_tol=1e-6)
+assert math.isclose(float(two), -math.log(0.4), rel_tol=1e-5)
 print(f"with patches 1 and 2 only: H(q, p) = {float(two):.4f}")
 
 # %% [markdown]
@@ -319,7 +321,7 @@ print(f"with patches 1 and 2 only: H(q, p) = {float(two):.4f}")
 
 # %%
 sq_hand = 0.5 * sum((p_c - q_c) ** 2 for p_c, q_c in zip(p_hand, q_hand, strict=True))
-assert math.isclose(sq_hand, 0.045, rel_tol=1e-6)
+assert math.isclose(sq_hand, 0.045, rel_tol=1e-5)
 assert math.isclose(sq_hand, float(histogram_loss_sq(example_logits, example_labels)), rel_tol=1e-5)
 assert float(histogram_loss_sq(at_floor, example_labels)) < 1e-12  # zero at p = q, unlike eq. (7)
 print(f"squared-histogram loss: {sq_hand:.4f} on the worked example, "

@@ -167,17 +167,16 @@ weights_before = copy.deepcopy(model.state_dict())
 inspected = trainer.inspect(images)
 rule = f"{config.refine_iterations} iterations of {config.refine_step} px, {config.refine_optimizer} rule"
 print(f"stage 2: {rule}")
-for index in range(len(images)):
-    moved = (inspected["refined"][index, :, :2] - inspected["keypoints"][index, :, :2]).norm(dim=-1).mean()
-    print(
-        f"image {index}: L_task {inspected['task_before'][index]:.4f} -> {inspected['task_after'][index]:.4f}"
-        f" after stage 2 (keypoints moved {moved:.1f} px on average), L_lift {inspected['lift'][index]:.2e}"
-    )
+print("L_task of each image at the heatmap's picks:", ", ".join(f"{v:.3f}" for v in inspected["task_before"]))
+moved = (inspected["refined"][..., :2] - inspected["keypoints"][..., :2]).norm(dim=-1)  # (B, K) in px
+print(f"stage 2 moved the keypoints {moved.mean():.1f} px on average")
+print(f"L_lift {inspected['lift'].mean():.1e} (the mean over the {len(images)} images)")
 
 # %%
 # inspect updated no weight
 assert all(torch.equal(weights_before[name], value) for name, value in model.state_dict().items())
 assert not torch.equal(inspected["refined"], inspected["keypoints"])  # stage 2 moved the keypoints
+assert inspected["task_after"].mean() < inspected["task_before"].mean()  # and lowered the batch's L_task
 # h_bar holds one unit of mass per keypoint, split between the two scales that bracket its s
 torch.testing.assert_close(inspected["target"].sum((1, 2, 3)), torch.full((len(images),), float(k)))
 
@@ -294,21 +293,31 @@ live_seconds = time.perf_counter() - started
 torch.set_num_threads(threads)
 with torch.no_grad():
     _, end_keypoints = small.extract(images)  # (4, K, 3) after training
+nearest = torch.cdist(end_keypoints[..., :2], start_keypoints[..., :2]).min(-1).values  # (4, K) in px
 
+# %% [markdown]
+# The run's own record. A few dozen steps of training amplify the last bits of every convolution, and those
+# differ between processors (and, for some kernels, thread counts): the digits below are those of the
+# machine that built this page, yours will differ a little. The check cell after them states, with
+# tolerances, what holds on every machine.
+
+# %%
+# NBVAL_IGNORE_OUTPUT
 for entry in live.history:
     print(
         f"step {entry['step']:2d}: L_task {entry['task']:.4f}  L_lift {entry['lift']:.4e}"
         f"  stage 2 moved the keypoints {entry['moved_px']:.2f} px"
     )
-
-# %%
-# NBVAL_IGNORE_OUTPUT
+print(
+    f"picks that moved: {int((nearest > 0).sum())} of {nearest.numel()}; mean distance to the nearest "
+    f"old pick {nearest.mean():.1f} px"
+)
 print(f"{live_config.steps} lifting steps took {live_seconds:.1f} s on the CPU")
 
 # %% [markdown]
-# Three checks of what the text claims: stage 2 changes the keypoints, stage 3 changes the heatmap network
-# (the only optimiser that holds its weights is stage 3's: stage 1's holds the task network alone), and the
-# keypoints that the trained heatmap picks are not those of the fresh one.
+# Checks of what the text claims: stage 2 changes the keypoints, stage 3 changes the heatmap network (the only
+# optimiser that holds its weights is stage 3's: stage 1's holds the task network alone), the task loss at the
+# heatmap's picks falls, and the keypoints that the trained heatmap picks are not those of the fresh one.
 
 # %%
 assert not torch.equal(first_look["refined"], first_look["keypoints"])  # stage 2 changes x
@@ -317,12 +326,11 @@ assert not task_parameters & {id(p) for p in small.heatmap_net.parameters()}  # 
 pairs = zip(heatmap_weights, small.heatmap_net.parameters(), strict=True)
 changed = [not torch.equal(before, after) for before, after in pairs]
 assert any(changed)  # so stage 3 changed the heatmap network's weights
-nearest = torch.cdist(end_keypoints[..., :2], start_keypoints[..., :2]).min(-1).values  # (4, K) in px
-print(
-    f"picks that moved: {int((nearest > 0).sum())} of {nearest.numel()}; mean distance to the nearest "
-    f"old pick {nearest.mean():.1f} px"
-)
-assert nearest.mean() > 2.0  # the picks visibly moved
+first, last = live.history[0], live.history[-1]
+assert last["task"] < 0.95 * first["task"]  # the task loss at the heatmap's picks fell by over 5%
+# 2 iterations that move a keypoint with a typical gradient by 1 px each: about 1-2 px on average
+assert all(0.5 < entry["moved_px"] < 3.0 for entry in live.history)
+assert (nearest > 0).float().mean() > 2 / 3 and nearest.mean() > 4.0  # most picks moved, and far
 
 # %%
 fig = show_keypoint_moves(
@@ -363,7 +371,7 @@ fig
 scores = {}
 for name, (net, exp) in {"naive top-K": (naive, naive_experiment), "lifting": (model, experiment)}.items():
     scores[name] = evaluate(net, exp, size=64)
-    print(f"{name:12s} RMSE {scores[name]['rmse']:.4f}   IoU>=0.5 {scores[name]['iou50']:.3f}")
+    print(f"{name:12s} RMSE {scores[name]['rmse']:.2f}   IoU>=0.5 {scores[name]['iou50']:.2f}")
 print(f"{'paper MIST':12s} RMSE {PAPER[('reconstruct', 'mnist-hard', 'mist')]['rmse']:.3f}")
 assert all(0 < score["rmse"] < 1 for score in scores.values())
 

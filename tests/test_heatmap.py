@@ -161,8 +161,15 @@ def test_heatmapnet_gradients_reach_every_parameter():
     images = torch.rand(2, 3, 24, 30, generator=torch.Generator().manual_seed(1))
     weights = torch.randn(2, 3, 24, 30, generator=torch.Generator().manual_seed(2))
     (net(images) * weights).sum().backward()
+    largest = max(float(p.grad.abs().max()) for p in net.parameters())
     for name, parameter in net.named_parameters():
-        assert parameter.grad is not None and bool(parameter.grad.abs().sum() > 0), name
+        assert parameter.grad is not None, name
+        if name == "head.bias":
+            # the local softmax ignores a constant added to every score (up to its 1e-6 in the denominator),
+            # so the head's bias has no gradient but rounding noise, which is exactly 0 on some processors
+            assert float(parameter.grad.abs().max()) < 1e-4 * largest
+        else:
+            assert bool(parameter.grad.abs().sum() > 0), name
 
 
 def test_heatmapnet_has_one_trunk_shared_by_all_scales():
