@@ -22,7 +22,6 @@ from mistlib.tasks import (
     COMPOSITES,
     PatchAutoencoder,
     PatchClassifier,
-    combine,
     multi_instance_loss,
     reconstruct,
 )
@@ -254,8 +253,8 @@ class MIST(nn.Module):
         out = MISTOutput(images.new_empty(0), keypoints, patches, task_output)
         if self.config.task == "reconstruct":
             b, size = self.config.background, (images.shape[-2], images.shape[-1])
-            canvases = _place_patches(task_output - b, keypoints, size)  # (B, K, C, H, W)
-            out.reconstruction = combine(canvases, self.config.composite) + b  # eq. (6), or its max
+            placed = _place_patches(task_output - b, keypoints, size, self.config.composite)  # (B, C, H, W)
+            out.reconstruction = placed + b  # eq. (6), or its max
         else:
             out.logits = task_output  # (B, K, classes)
         return out

@@ -12,6 +12,7 @@ of the last, so a pixel coordinate ``u`` in an image of width ``W`` maps to ``(2
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -24,6 +25,8 @@ from mistlib.checks import (
     check_positive_int,
     check_rank,
 )
+
+COMPOSITES = ("sum", "max")  # how placed patches combine into one image (place_patches)
 
 
 def _normalise(u: torch.Tensor, length: int) -> torch.Tensor:
@@ -87,7 +90,12 @@ def _sample_patches(images: torch.Tensor, keypoints: torch.Tensor, size: int) ->
     return out.view(batch, channels, k, size, size).permute(0, 2, 1, 3, 4)  # (B, K, C, P, P)
 
 
-def place_patches(patches: torch.Tensor, keypoints: torch.Tensor, image_size: Sequence[int]) -> torch.Tensor:
+def place_patches(
+    patches: torch.Tensor,
+    keypoints: torch.Tensor,
+    image_size: Sequence[int],
+    composite: str | None = None,
+) -> torch.Tensor:
     """``S^{-1}(P, x)`` of §5.1: each patch resampled back into an otherwise-zero canvas at its window.
 
     Inverse warp: canvas pixel ``(r, c)`` reads the patch at its continuous patch-frame coordinate
@@ -100,14 +108,21 @@ def place_patches(patches: torch.Tensor, keypoints: torch.Tensor, image_size: Se
     within half a patch pixel of a window's edge fade towards 0. Differentiable w.r.t. ``patches`` and
     ``keypoints``; all K patches in one call.
 
+    A patch can only land on the ``L x L`` pixels around its window (``L`` a little over the largest ``s``),
+    so each is resampled onto such a local canvas and then written into the image (see
+    :func:`local_canvases`): the same numbers as resampling onto the whole image, without the ``H x W``
+    canvas per patch.
+
     Args:
         patches: (B, K, C, P, P) floats. Not checked for NaN: they are usually a task network's output, and a
             diverging network should surface as a non-finite loss in the trainer, not as an input error.
         keypoints: (B, K, 3) as (x, y, s) in pixels, ``s > 0``; cast to the dtype of ``patches``.
         image_size: (H, W) of the canvas.
+        composite: None for one canvas per patch; "sum" (eq. 6) or "max" (their pixelwise maximum, floored
+            at the zero background) to combine the K canvases into one image.
 
     Returns:
-        (B, K, C, H, W): one canvas per patch; ``.sum(1)`` composes them as in eq. (6).
+        (B, K, C, H, W) one canvas per patch, or (B, C, H, W) with a ``composite``.
 
     Example:
         >>> patch = torch.tensor([[[[[1.0, 2.0], [3.0, 4.0]]]]])  # (1, 1, 1, 2, 2)
@@ -130,23 +145,79 @@ def place_patches(patches: torch.Tensor, keypoints: torch.Tensor, image_size: Se
         raise ValueError(f"image_size must be (H, W), two positive integers, got {image_size!r}")
     height = check_positive_int("image_size[0] (H)", image_size[0])
     width = check_positive_int("image_size[1] (W)", image_size[1])
-    return _place_patches(patches, keypoints, (height, width))
+    if composite not in (None, *COMPOSITES):
+        raise ValueError(f"composite must be None or one of {COMPOSITES}, got {composite!r}")
+    return _place_patches(patches, keypoints, (height, width), composite)
+
+
+def local_canvases(patches: torch.Tensor, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each patch resampled onto the ``L x L`` pixels around its window, and where those pixels are.
+
+    Canvas pixel ``(r, c)`` can read patch ``k`` only if ``|c - x| < s/2 + s/(2P)`` (the window plus the
+    half patch pixel over which bilinear interpolation fades to zero), and likewise for ``r``. So the
+    ``L = ceil(s_max (1 + 1/P)) + 2`` pixels from ``floor(x - s_max (1 + 1/P) / 2)`` on hold every pixel
+    the patch reaches, ``s_max`` being the largest ``s`` of the batch (one read of it from the device).
+
+    Args: patches (B, K, C, P, P); keypoints (B, K, 3) as (x, y, s), same dtype.
+
+    Returns: canvases (B, K, C, L, L) and corners (B, K, 2) int64: (row, column) of each canvas' top-left
+    pixel in the image (it may lie outside the image).
+
+    Example:
+        >>> canvas, corner = local_canvases(torch.ones(1, 1, 1, 2, 2), torch.tensor([[[1.5, 0.5, 2.0]]]))
+        >>> canvas.shape, corner.tolist()
+        (torch.Size([1, 1, 1, 5, 5]), [[[-1, 0]]])
+    """
+    batch, k, channels, size, _ = patches.shape
+    x, y, s = keypoints.unbind(-1)  # (B, K) each
+    half = float(s.detach().max()) * (1 + 1 / size) / 2
+    side = math.ceil(2 * half) + 2  # L
+    corner = torch.stack([(y - half).floor(), (x - half).floor()], -1).detach()  # (B, K, 2) (row, col)
+    pixels = torch.arange(side, device=patches.device, dtype=patches.dtype)  # (L,)
+    u = 2 * (corner[..., 1:] + pixels - x[..., None]) / s[..., None]  # (B, K, L) columns, normalised
+    v = 2 * (corner[..., :1] + pixels - y[..., None]) / s[..., None]  # (B, K, L) rows
+    grid = torch.stack(torch.broadcast_tensors(u[:, :, None, :], v[:, :, :, None]), dim=-1)  # (B, K, L, L, 2)
+    flat = patches.reshape(batch * k, channels, size, size)  # (B * K, C, P, P)
+    out = _bilinear(flat, grid.reshape(batch * k, side, side, 2))  # (B * K, C, L, L): S^{-1} of eq. (6)
+    return out.view(batch, k, channels, side, side), corner.long()
 
 
 def _place_patches(
-    patches: torch.Tensor, keypoints: torch.Tensor, image_size: tuple[int, int]
+    patches: torch.Tensor,
+    keypoints: torch.Tensor,
+    image_size: tuple[int, int],
+    composite: str | None = None,
 ) -> torch.Tensor:
-    """:func:`place_patches` without input checks (no host sync), for the optimised lifting step."""
+    """:func:`place_patches` without input checks: local canvases written into the image.
+
+    The image is padded by ``L`` pixels on every side, so that every local canvas (its corner clamped to
+    the padded frame) lands inside it; the padding is cropped away at the end. A composite scatters all K
+    canvases into one image (sum, or amax over a zero image); without one, each gets its own image.
+    """
     height, width = image_size
-    batch, k, channels, size, _ = patches.shape
-    keypoints = keypoints.to(patches)
-    x, y, s = (t[..., None] for t in keypoints.unbind(-1))  # (B, K, 1) each
-    cols = torch.arange(width, device=patches.device, dtype=patches.dtype)  # (W,)
-    rows = torch.arange(height, device=patches.device, dtype=patches.dtype)  # (H,)
-    u = 2 * (cols - x) / s  # (B, K, W)
-    v = 2 * (rows - y) / s  # (B, K, H)
-    grid = torch.stack(torch.broadcast_tensors(u[:, :, None, :], v[:, :, :, None]), dim=-1)  # (B, K, H, W, 2)
-    grid = grid.reshape(batch * k, height, width, 2)  # (B * K, H, W, 2)
-    flat = patches.reshape(batch * k, channels, size, size)  # (B * K, C, P, P)
-    out = _bilinear(flat, grid)  # (B * K, C, H, W): S^{-1} of eq. (6)
-    return out.view(batch, k, channels, height, width)  # (B, K, C, H, W)
+    batch, k, channels = patches.shape[:3]
+    canvases, corner = local_canvases(patches, keypoints.to(patches))  # (B, K, C, L, L), (B, K, 2)
+    side = canvases.shape[-1]
+    padded_w = width + 2 * side
+    corner = (
+        torch.stack([corner[..., 0].clamp(-side, height), corner[..., 1].clamp(-side, width)], -1) + side
+    )  # (B, K, 2) in the padded frame
+    pixels = torch.arange(side, device=patches.device)
+    index = (corner[..., :1] + pixels)[..., :, None] * padded_w + (corner[..., 1:] + pixels)[..., None, :]
+    index = index.flatten(2)  # (B, K, L * L) flat positions in the padded image
+    area = (height + 2 * side) * padded_w
+    if composite is None:  # one image per patch
+        out = patches.new_zeros(batch * k, channels, area)
+        src = canvases.reshape(batch * k, channels, side * side)
+        out = out.scatter(2, index.reshape(batch * k, 1, -1).expand_as(src), src)
+        out = out.view(batch, k, channels, height + 2 * side, padded_w)
+    else:
+        src = canvases.transpose(1, 2).reshape(batch, channels, k * side * side)  # (B, C, K * L * L)
+        index = index.reshape(batch, 1, -1).expand_as(src)
+        out = patches.new_zeros(batch, channels, area)
+        if composite == "sum":
+            out = out.scatter_add(2, index, src)
+        else:
+            out = out.scatter_reduce(2, index, src, "amax", include_self=True)
+        out = out.view(batch, channels, height + 2 * side, padded_w)
+    return out[..., side : side + height, side : side + width]

@@ -24,7 +24,7 @@ from mistlib.checks import (
     check_rank,
     check_tensor,
 )
-from mistlib.sampler import place_patches
+from mistlib.sampler import COMPOSITES, place_patches
 
 Reduction = Literal["mean", "none"]
 
@@ -246,22 +246,6 @@ class PatchClassifier(_PatchNet):
         return self.head(self.encode(patches))
 
 
-COMPOSITES = ("sum", "max")
-
-
-def combine(canvases: torch.Tensor, composite: str = "sum") -> torch.Tensor:
-    """Placed patches combined into one image: (B, K, C, H, W) -> (B, C, H, W), by sum or pixelwise max.
-
-    Example:
-        >>> canvases = torch.tensor([1.0, 3.0, 2.0]).view(1, 3, 1, 1, 1)
-        >>> combine(canvases).item(), combine(canvases, "max").item()
-        (6.0, 3.0)
-    """
-    if composite not in COMPOSITES:
-        raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
-    return canvases.sum(1) if composite == "sum" else canvases.amax(1)
-
-
 def reconstruct(
     patches_out: torch.Tensor, keypoints: torch.Tensor, image_size: Sequence[int], composite: str = "sum"
 ) -> torch.Tensor:
@@ -288,7 +272,9 @@ def reconstruct(
         >>> reconstruct(torch.ones(1, 2, 1, 32, 32), kp, (40, 40), composite="max")[0, 0, 15, 15].item()
         1.0
     """
-    return combine(place_patches(patches_out, keypoints, image_size), composite)  # (B, C, H, W)
+    if composite not in COMPOSITES:
+        raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
+    return place_patches(patches_out, keypoints, image_size, composite)  # (B, C, H, W)
 
 
 def reconstruction_loss(

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
+import torch.nn.functional as F
 
-from mistlib.sampler import place_patches, sample_patches
+from mistlib.sampler import local_canvases, place_patches, sample_patches
 
 
 def _affine_image(height: int, width: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
@@ -225,6 +228,66 @@ def test_place_gradcheck_patches_and_keypoints():
     frames = pixels - keypoints[..., :2].detach()[..., None] + keypoints[..., 2:].detach()[..., None] / 2
     assert _away_from_kinks(frames * 3 / keypoints[..., 2:].detach()[..., None] - 0.5)
     assert torch.autograd.gradcheck(lambda p, x: place_patches(p, x, (6, 7)), (patches, keypoints))
+
+
+def _place_on_full_canvases(patches: torch.Tensor, keypoints: torch.Tensor, size: tuple[int, int]):
+    """Oracle: every patch resampled onto a whole H x W canvas by one grid_sample, (B, K, C, H, W)."""
+    batch, k, channels, side, _ = patches.shape
+    x, y, s = (t[..., None] for t in keypoints.unbind(-1))  # (B, K, 1)
+    u = 2 * (torch.arange(size[1], dtype=patches.dtype) - x) / s  # (B, K, W)
+    v = 2 * (torch.arange(size[0], dtype=patches.dtype) - y) / s  # (B, K, H)
+    grid = torch.stack(torch.broadcast_tensors(u[:, :, None, :], v[:, :, :, None]), -1)
+    flat = F.grid_sample(
+        patches.reshape(batch * k, channels, side, side),
+        grid.reshape(batch * k, *size, 2),
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
+    )
+    return flat.view(batch, k, channels, *size)
+
+
+@pytest.mark.parametrize("composite", [None, "sum", "max"])
+def test_place_on_local_canvases_equals_full_canvases(composite):
+    # windows inside, across the border and wholly outside the image, of several sizes and overlapping. Their
+    # edges avoid pixel centres: there a sample is exactly 0 with a non-zero slope, and the max's gradient
+    # at the tie with the zero background is split one way by amax over canvases and another by scatter.
+    g = torch.Generator().manual_seed(6)
+    patches = torch.rand(2, 5, 2, 8, 8, generator=g, requires_grad=True)
+    keypoints = torch.tensor(
+        [
+            [[10.3, 12.7, 9.1], [0.4, 30.2, 14.0], [35.9, 1.2, 6.5], [-30.0, 12.0, 9.0], [20.3, 19.6, 15.4]],
+            [[20.1, 20.6, 7.7], [21.3, 19.8, 12.2], [38.7, 25.5, 11.0], [5.7, 5.2, 8.3], [15.0, 60.0, 10.0]],
+        ],
+        requires_grad=True,
+    )
+    weights = torch.randn(2, 5, 2, 30, 40, generator=g)  # a loss that weights every pixel differently
+    full = _place_on_full_canvases(patches, keypoints, (30, 40))  # (B, K, C, H, W)
+    local = place_patches(patches, keypoints, (30, 40), composite)
+    if composite is None:
+        expected, weights = full, weights
+    else:
+        expected, weights = (full.sum(1) if composite == "sum" else full.amax(1).clamp_min(0)), weights[:, 0]
+    torch.testing.assert_close(local, expected, rtol=0, atol=1e-5)
+    grads = torch.autograd.grad((local * weights).sum(), (patches, keypoints))
+    expected_grads = torch.autograd.grad((expected * weights).sum(), (patches, keypoints))
+    for got, want in zip(grads, expected_grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+    assert float(grads[1].abs().sum()) > 0
+
+
+def test_local_canvases_hold_every_pixel_a_patch_reaches():
+    patches = torch.ones(1, 3, 1, 4, 4)
+    keypoints = torch.tensor([[[10.0, 10.0, 6.0], [10.49, 9.51, 8.0], [4.0, 4.0, 4.0]]])
+    canvases, corner = local_canvases(patches, keypoints)
+    side = canvases.shape[-1]
+    assert side == math.ceil(8 * (1 + 1 / 4)) + 2  # from the largest window of the batch
+    full = _place_on_full_canvases(patches, keypoints, (20, 20))
+    for k in range(3):
+        row, col = corner[0, k].tolist()
+        reached = full[0, k, 0].nonzero() - torch.tensor([row, col])  # (n, 2) in the local frame
+        assert bool((reached >= 0).all() and (reached < side).all()), k
+        assert torch.allclose(full[0, k].sum(), canvases[0, k].sum())
 
 
 @pytest.mark.parametrize(
