@@ -19,6 +19,7 @@ from mistlib.checks import (
     check_rank,
     check_scales,
 )
+from mistlib.heatmap import window_max
 
 MOMENT_EPS = 1e-6  # epsilon of eq. (2), "to prevent divisions by zero"
 
@@ -109,7 +110,7 @@ def _topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor, nms: int 
     scales = scales.to(heatmap)
     peak = heatmap.amax(dim=1)  # (B, H, W), eq. (3) on the raw h
     if nms > 1:
-        local_max = torch.nn.functional.max_pool2d(peak[:, None], nms, 1, nms // 2)[:, 0]  # (B, H, W)
+        local_max = window_max(peak[:, None], nms, nms // 2)[:, 0]  # (B, H, W)
         # every local maximum ranks above every other pixel; the others keep their order among themselves
         lift = (peak.amax() - peak.amin() + 1).detach()
         peak = peak + lift * (peak == local_max)

@@ -49,15 +49,31 @@ def _conv_replicate(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
     return F.conv2d(padded, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
 
 
+def window_max(x: torch.Tensor, kernel_size: int, padding: int = 0) -> torch.Tensor:
+    """Maximum over each ``kernel_size`` x ``kernel_size`` window, stride 1, as a row pass then a column pass.
+
+    The same values as ``F.max_pool2d(x, kernel_size, 1, padding)`` (a maximum is separable), with
+    ``2 k`` comparisons a pixel instead of ``k**2``: for the 15 x 15 window of the local softmax, 7.5 x
+    fewer. ``padding`` pads with -inf, as max_pool2d does. x: (B, C, H, W) -> (B, C, H', W').
+
+    Example:
+        >>> x = torch.rand(2, 3, 9, 11)
+        >>> torch.equal(window_max(x, 5, 2), F.max_pool2d(x, 5, 1, 2))
+        True
+    """
+    rows = F.max_pool2d(x, (1, kernel_size), stride=1, padding=(0, padding))
+    return F.max_pool2d(rows, (kernel_size, 1), stride=1, padding=(padding, 0))
+
+
 def _local_softmax(scores: torch.Tensor, kernel_size: int, strength: float) -> torch.Tensor:
     """:func:`local_spatial_softmax` without input checks (for trusted callers)."""
     r = kernel_size // 2
-    area = kernel_size * kernel_size
     padded = _replicate_pad(scores, r)  # (B, S, H + 2r, W + 2r): edge values repeated
-    local_max = F.max_pool2d(padded, kernel_size, stride=1)  # M(p): (B, S, H, W)
+    local_max = window_max(padded, kernel_size)  # M(p): (B, S, H, W)
     e = torch.exp(strength * (scores - local_max))  # e(p) in (0, 1], exactly 1 at every local maximum
     padded = _replicate_pad(e, r)  # (B, S, H + 2r, W + 2r)
-    window_sum = F.avg_pool2d(padded, kernel_size, stride=1) * area  # (B, S, H, W): box sum of e
+    row_sums = F.avg_pool2d(padded, (1, kernel_size), stride=1) * kernel_size  # separable box sum, rows
+    window_sum = F.avg_pool2d(row_sums, (kernel_size, 1), stride=1) * kernel_size  # (B, S, H, W)
     return e / (window_sum + SOFTMAX_EPS)
 
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from mistlib.checks import check_images, check_keypoints
+from mistlib.compact import compact_autoencoder, compact_classifier
 from mistlib.extract import _topk_extract, check_nms, topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet
 from mistlib.sampler import _place_patches, _sample_patches, sample_patches
@@ -27,6 +28,7 @@ from mistlib.tasks import (
 )
 
 Task = Literal["reconstruct", "classify"]
+TASK_NETWORKS = ("paper", "compact")  # MISTConfig.task_network
 
 
 @dataclass(frozen=True)
@@ -58,7 +60,9 @@ class MISTConfig:
     heatmap_blocks: int = 4  # ResNet blocks of the heatmap network (§4: 4)
     softmax_kernel: int = 15  # window of the local spatial softmax (§4: 15x15)
     softmax_strength: float = 10.0  # sharpness of the local spatial softmax (authors' code: 10)
+    task_network: str = "paper"  # "paper": the §8 networks; "compact": mistlib.compact (CPU preset)
     task_width: int = 8  # base width of the task network (channels 8, 16, ..., 128; §8)
+    task_code: int = 64  # latent size of the compact task networks (the §8 ones: 16 * task_width)
     num_classes: int = 10  # classes of the classification task (digits)
     background: float = 0.0  # image value where no instance is; eq. (6) places patches on this canvas
     composite: str = "sum"  # how placed patches combine: "sum" (eq. 6) or "max" (our variant, background 0)
@@ -69,6 +73,8 @@ class MISTConfig:
             raise ValueError(f"task must be 'reconstruct' or 'classify', got {self.task!r}")
         if self.k < 1 or self.k > self.image_size**2:
             raise ValueError(f"k must be in [1, image_size**2 = {self.image_size**2}], got {self.k}")
+        if self.task_network not in TASK_NETWORKS:
+            raise ValueError(f"task_network must be one of {TASK_NETWORKS}, got {self.task_network!r}")
         if self.composite not in COMPOSITES:
             raise ValueError(f"composite must be one of {COMPOSITES}, got {self.composite!r}")
         if self.composite == "max" and self.background != 0:
@@ -117,6 +123,26 @@ class MISTOutput:
     logits: torch.Tensor | None = None
 
 
+def build_task_network(config: MISTConfig) -> nn.Module:
+    """``T_tau`` for a config: the §8 auto-encoder or classifier, or their compact versions.
+
+    Example:
+        >>> net = build_task_network(MISTConfig(task="classify", task_network="compact"))
+        >>> type(net).__name__, net.encoder.latent_dim
+        ('PatchClassifier', 64)
+    """
+    c, width = config, config.task_width
+    if c.task == "reconstruct" and c.task_network == "compact":
+        return compact_autoencoder(c.in_channels, width, code=c.task_code, patch_size=c.patch_size)
+    if c.task == "reconstruct":
+        return PatchAutoencoder(channels=c.in_channels, base_width=width, patch_size=c.patch_size)
+    if c.task_network == "compact":
+        return compact_classifier(
+            c.in_channels, c.num_classes, width, code=c.task_code, patch_size=c.patch_size
+        )
+    return PatchClassifier(c.in_channels, c.num_classes, base_width=width, patch_size=c.patch_size)
+
+
 def default_device() -> torch.device:
     """CUDA when it is available, else the CPU.
 
@@ -141,19 +167,7 @@ class MIST(nn.Module):
         super().__init__()
         self.config = config or MISTConfig()
         self.heatmap_net = HeatmapNet(self.config.heatmap_config())
-        if self.config.task == "reconstruct":
-            self.task_net: nn.Module = PatchAutoencoder(
-                channels=self.config.in_channels,
-                base_width=self.config.task_width,
-                patch_size=self.config.patch_size,
-            )
-        else:
-            self.task_net = PatchClassifier(
-                channels=self.config.in_channels,
-                num_classes=self.config.num_classes,
-                base_width=self.config.task_width,
-                patch_size=self.config.patch_size,
-            )
+        self.task_net: nn.Module = build_task_network(self.config)
 
     @property
     def scales(self) -> torch.Tensor:

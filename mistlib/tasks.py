@@ -132,19 +132,38 @@ class PatchDecoder(nn.Module):
         return self.layers(latent.view(-1, *self.latent_shape))  # (N, C, P, P)
 
 
-class _PatchNet(nn.Module):
-    """What both task networks share: constructor checks, the encoder, input checks, batch folding."""
+def check_layout(channels: int, width: int, levels: int, patch_size: int) -> None:
+    """Constructor checks of a patch network that halves a ``patch_size`` patch ``levels`` times.
 
-    def __init__(self, channels: int, base_width: int, levels: int, blocks_per_level: int, patch_size: int):
+    Example:
+        >>> check_layout(channels=1, width=8, levels=5, patch_size=32)  # 32 / 2**5 = 1: fine
+        >>> check_layout(channels=1, width=8, levels=5, patch_size=24)
+        Traceback (most recent call last):
+        ...
+        ValueError: patch_size must be divisible by 2**levels = 32, got 24
+    """
+    for name, value in [("channels", channels), ("base_width", width), ("levels", levels)]:
+        check_positive_int(name, value)
+    check_positive_int("patch_size", patch_size)
+    if patch_size % 2**levels:
+        raise ValueError(f"patch_size must be divisible by 2**levels = {2**levels}, got {patch_size}")
+
+
+class PatchNet(nn.Module):
+    """What every task network shares: an ``encoder`` (N, C, P, P) -> (N, D), input checks, batch folding.
+
+    Subclasses add a ``decoder`` (N, D) -> (N, C, P, P) (auto-encoders) or a ``head`` (N, D) -> (N, classes)
+    (classifiers); ``encoder.latent_dim`` is D.
+
+    Example:
+        >>> encoder = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(16, 3))
+        >>> PatchNet(channels=1, patch_size=4, encoder=encoder).encode(torch.rand(2, 5, 1, 4, 4)).shape
+        torch.Size([2, 5, 3])
+    """
+
+    def __init__(self, channels: int, patch_size: int, encoder: nn.Module) -> None:
         super().__init__()
-        for name, value in [("channels", channels), ("base_width", base_width), ("levels", levels)]:
-            check_positive_int(name, value)
-        check_positive_int("blocks_per_level", blocks_per_level, minimum=0)
-        check_positive_int("patch_size", patch_size)
-        if patch_size % 2**levels:
-            raise ValueError(f"patch_size must be divisible by 2**levels = {2**levels}, got {patch_size}")
-        self.channels, self.patch_size = channels, patch_size
-        self.encoder = PatchEncoder(channels, base_width, levels, blocks_per_level, patch_size)
+        self.channels, self.patch_size, self.encoder = channels, patch_size, encoder
 
     def encode(self, patches: torch.Tensor) -> torch.Tensor:
         """patches (..., C, P, P) finite floats in [0, 1], >= 1 leading dim -> latent (..., D)."""
@@ -161,7 +180,7 @@ class _PatchNet(nn.Module):
         return self.encoder(patches.reshape(-1, *shape)).view(*lead, -1)  # (..., D)
 
 
-class PatchAutoencoder(_PatchNet):
+class PatchAutoencoder(PatchNet):
     """The shared patch auto-encoder ``T_tau`` of §5.1, laid out as in §8.
 
     5 down levels (3 ResNet blocks, 2x2 max-pool; channels 8, 16, 32, 64, 128 at ``base_width=8``) take a
@@ -179,6 +198,9 @@ class PatchAutoencoder(_PatchNet):
     Shapes: patches (..., C, P, P) floats in [0, 1] -> (..., C, P, P) in (0, 1); :meth:`encode` gives the
     latent (..., D), D = 128 at the defaults, and :meth:`decode` maps it back.
 
+    ``parts=(encoder, decoder)`` swaps the §8 layout for any pair of modules with the same contract
+    (:func:`mistlib.compact.compact_autoencoder`); the layout arguments are then unused.
+
     Example:
         >>> net = PatchAutoencoder()
         >>> net(torch.rand(2, 9, 1, 32, 32)).shape
@@ -194,9 +216,15 @@ class PatchAutoencoder(_PatchNet):
         levels: int = 5,
         blocks_per_level: int = 3,
         patch_size: int = 32,
+        parts: tuple[nn.Module, nn.Module] | None = None,
     ) -> None:
-        super().__init__(channels, base_width, levels, blocks_per_level, patch_size)
-        self.decoder = PatchDecoder(channels, base_width, levels, blocks_per_level, patch_size)
+        if parts is None:  # the §8 layout
+            check_layout(channels, base_width, levels, patch_size)
+            check_positive_int("blocks_per_level", blocks_per_level, minimum=0)
+            layout = (channels, base_width, levels, blocks_per_level, patch_size)
+            parts = (PatchEncoder(*layout), PatchDecoder(*layout))
+        super().__init__(channels, patch_size, parts[0])
+        self.decoder = parts[1]
 
     def decode(self, latent: torch.Tensor) -> torch.Tensor:
         """latent (..., D), >= 1 leading dim -> patches (..., C, P, P) in (0, 1)."""
@@ -215,13 +243,16 @@ class PatchAutoencoder(_PatchNet):
         return self.decode(self.encode(patches))
 
 
-class PatchClassifier(_PatchNet):
+class PatchClassifier(PatchNet):
     """The shared patch classifier of §5.2: the auto-encoder's encoder plus one dense layer (§8).
 
     Size at ``channels=1, num_classes=10, base_width=8``: 1,195,690 parameters (encoder 1,194,400; dense
     1,290), an fp16 checkpoint of 2.28 MiB.
 
     Shapes: patches (..., C, P, P) floats in [0, 1] -> logits (..., num_classes), not softmaxed.
+
+    ``encoder=`` swaps the §8 encoder for any module (N, C, P, P) -> (N, D) with a ``latent_dim`` attribute
+    (:func:`mistlib.compact.compact_classifier`); the layout arguments are then unused.
 
     Example:
         >>> PatchClassifier()(torch.rand(2, 9, 1, 32, 32)).shape
@@ -236,8 +267,13 @@ class PatchClassifier(_PatchNet):
         levels: int = 5,
         blocks_per_level: int = 3,
         patch_size: int = 32,
+        encoder: nn.Module | None = None,
     ) -> None:
-        super().__init__(channels, base_width, levels, blocks_per_level, patch_size)
+        if encoder is None:  # the §8 layout
+            check_layout(channels, base_width, levels, patch_size)
+            check_positive_int("blocks_per_level", blocks_per_level, minimum=0)
+            encoder = PatchEncoder(channels, base_width, levels, blocks_per_level, patch_size)
+        super().__init__(channels, patch_size, encoder)
         self.num_classes = check_positive_int("num_classes", num_classes)
         self.head = nn.Linear(self.encoder.latent_dim, num_classes)
 

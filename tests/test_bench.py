@@ -114,3 +114,14 @@ def test_a_failing_section_is_reported_and_the_others_still_run(monkeypatch):
     assert results["errors"] == {"inference": "RuntimeError: inference exploded"}
     assert results["inference_images_per_s"] is None and results["time_to_quality"]["steps"] == 6
     assert len(saved) == 2  # saved after each section
+
+
+def test_presets_bench_writes_both_presets(tmp_path, capsys):
+    from bench import presets
+
+    assert presets.main(["--batch", "2", "--repeats", "1", "--out", str(tmp_path)]) == 0
+    (path,) = tmp_path.glob("presets-cpu-*.json")
+    result = json.loads(path.read_text())
+    assert set(result["lifting_images_per_s"]) == {"paper", "compact"}
+    assert all(value > 0 for value in result["inference_images_per_s"].values())
+    assert len(result["lifting_step_s"]["compact"]) == 1 and "compact" in capsys.readouterr().out

@@ -7,8 +7,9 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from mistlib.heatmap import HeatmapConfig, HeatmapNet, local_spatial_softmax
+from mistlib.heatmap import HeatmapConfig, HeatmapNet, local_spatial_softmax, window_max
 
 
 def _softmax_oracle(scores: torch.Tensor, kernel_size: int, strength: float) -> torch.Tensor:
@@ -230,3 +231,9 @@ def test_heatmapnet_bad_input(images, match):
         net(images)
     with pytest.raises(ValueError, match=match):
         net.scores(images)
+
+
+@pytest.mark.parametrize(("kernel", "padding"), [(15, 0), (5, 2), (1, 0), (3, 1)])
+def test_window_max_is_max_pool(kernel, padding):
+    x = torch.randn(2, 3, 20, 23, generator=torch.Generator().manual_seed(7))
+    assert torch.equal(window_max(x, kernel, padding), F.max_pool2d(x, kernel, 1, padding))

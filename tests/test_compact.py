@@ -1,0 +1,73 @@
+"""Tests of mistlib.compact and mistlib.presets: the CPU-sized task networks and the named presets."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mistlib.compact import CompactDecoder, CompactEncoder, compact_autoencoder, compact_classifier
+from mistlib.data import MNISTHard
+from mistlib.model import MIST, MISTConfig, build_task_network
+from mistlib.presets import PRESETS, preset
+from mistlib.sampler import sample_patches
+from mistlib.tasks import PatchAutoencoder, PatchClassifier
+
+
+def test_compact_shapes_and_sizes():
+    encoder = CompactEncoder(channels=2, width=4, levels=3, code=10, patch_size=16)
+    decoder = CompactDecoder(channels=2, width=4, levels=3, code=10, patch_size=16)
+    codes = encoder(torch.rand(5, 2, 16, 16))
+    assert codes.shape == (5, 10) and encoder.latent_dim == 10
+    out = decoder(codes)
+    assert out.shape == (5, 2, 16, 16) and bool(((out > 0) & (out < 1)).all())
+    net = compact_autoencoder()
+    assert isinstance(net, PatchAutoencoder) and net(torch.rand(2, 9, 1, 32, 32)).shape == (2, 9, 1, 32, 32)
+    # 16-32-64 channels, 64-number code: an order of magnitude smaller than the §8 auto-encoder
+    assert sum(p.numel() for p in net.parameters()) == 196_721
+    classifier = compact_classifier(num_classes=7)
+    assert isinstance(classifier, PatchClassifier) and classifier(torch.rand(3, 1, 32, 32)).shape == (3, 7)
+
+
+def test_compact_autoencoder_learns_mnist_patches():
+    torch.manual_seed(0)
+    scenes = MNISTHard("train", size=32, seed=0)
+    centres = scenes.centers  # (B, L, 2) digit centres as (x, y)
+    keypoints = torch.cat([centres, torch.full_like(centres[..., :1], 24.0)], -1)  # (B, L, 3)
+    patches = sample_patches(scenes.images, keypoints, size=32)[scenes.labels >= 0]  # (N, 1, 32, 32)
+    net = compact_autoencoder()
+    optimizer = torch.optim.Adam(net.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(60):
+        loss = ((net(patches) - patches) ** 2).mean()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.5 * losses[0], losses[::10]
+
+
+def test_build_task_network_follows_the_config():
+    assert build_task_network(MISTConfig()).encoder.latent_dim == 128  # §8
+    compact = build_task_network(MISTConfig(task_network="compact", task_code=32))
+    assert isinstance(compact.encoder, CompactEncoder) and compact.encoder.latent_dim == 32
+    with pytest.raises(ValueError, match="task_network must be one of"):
+        MISTConfig(task_network="tiny")
+
+
+def test_presets_are_data_and_build_models():
+    assert set(PRESETS) >= {"paper", "compact"}
+    assert preset("paper") == MISTConfig()  # the paper's networks are the config defaults
+    config = preset("compact", task="classify", k=4)
+    assert (config.task, config.k, config.task_network, config.heatmap_channels) == (
+        "classify",
+        4,
+        "compact",
+        16,
+    )
+    model = MIST(preset("compact", composite="max", nms=5))
+    out = model(torch.rand(2, 1, 80, 80))
+    assert out.reconstruction.shape == (2, 1, 80, 80) and out.keypoints.shape == (2, 9, 3)
+    # the trunk sees the image at 8 / s of its size: 40, 32 and 26 pixels for the three scales
+    assert model.heatmap_net.scale_sizes(80, 80) == [(40, 40), (32, 32), (26, 26)]
+    with pytest.raises(ValueError, match="preset must be one of"):
+        preset("huge")
