@@ -1,8 +1,10 @@
 """The patch sampler ``S`` of §4 (eq. 5), a spatial transformer, and its inverse ``S^{-1}`` of §5.1 (eq. 6).
 
 ``sample_patches`` resamples the square window ``(x, y, s)`` of an image to a ``P x P`` patch by bilinear
-interpolation; ``place_patches`` puts a patch back into an otherwise-zero canvas at its window. Both are
-one ``torch.nn.functional.grid_sample`` call, differentiable w.r.t. the pixels and the keypoints.
+interpolation; ``place_patches`` puts a patch back into an otherwise-zero canvas at its window (and, with
+a composite, combines the K of them into one image). Each is one ``torch.nn.functional.grid_sample`` call
+(for the inverse, onto the few pixels around each window, then scattered into the image), differentiable
+w.r.t. the pixels and the keypoints.
 
 Coordinates (see :mod:`mistlib`): pixel ``(i, j)`` has its centre at ``x = j, y = i`` and the image
 covers ``[-0.5, W - 0.5] x [-0.5, H - 0.5]``. That is exactly ``grid_sample``'s ``align_corners=False``
