@@ -3,11 +3,49 @@
 Every check raises ``ValueError`` naming the argument, what was received and what was expected, so a user
 who passes ``(80, 80)`` where ``(B, C, H, W)`` is expected reads exactly that. Inner functions trust their
 inputs; only public functions call these.
+
+The tensor checks (shape, dtype, finiteness: the NaN test reads the device) can be switched off for code
+that has already validated its inputs, as kornia's ``KORNIA_CHECKS`` does: ``with checks(False): ...``
+(the lifting trainer wraps its stages in it after checking each batch once), or ``MIST_CHECKS=0`` in the
+environment for a whole process. Checks of plain Python arguments (K, sizes, names) always run.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import torch
+
+_enabled = os.environ.get("MIST_CHECKS", "1") != "0"
+
+
+def checks_enabled() -> bool:
+    """Whether the tensor checks run (see the module docstring).
+
+    Example:
+        >>> with checks(False):
+        ...     checks_enabled()
+        False
+    """
+    return _enabled
+
+
+@contextmanager
+def checks(enabled: bool) -> Iterator[None]:
+    """Switch the tensor checks on or off inside a ``with`` block, restoring the previous state after it.
+
+    Example:
+        >>> with checks(False):
+        ...     check_finite("scores", torch.tensor([float("nan")]))  # not checked: no error
+    """
+    global _enabled
+    previous, _enabled = _enabled, enabled
+    try:
+        yield
+    finally:
+        _enabled = previous
 
 
 def check_tensor(name: str, value: object) -> torch.Tensor:
@@ -36,6 +74,8 @@ def check_rank(name: str, tensor: torch.Tensor, rank: int, layout: str) -> None:
         ...
         ValueError: images must have shape (B, C, H, W), got shape (80, 80)
     """
+    if not _enabled:
+        return
     check_tensor(name, tensor)
     if tensor.dim() != rank:
         raise ValueError(f"{name} must have shape {layout}, got shape {tuple(tensor.shape)}")
@@ -51,6 +91,8 @@ def check_float(name: str, tensor: torch.Tensor) -> None:
         ...
         ValueError: images must be a floating-point tensor, got dtype torch.uint8
     """
+    if not _enabled:
+        return
     if not tensor.is_floating_point():
         raise ValueError(f"{name} must be a floating-point tensor, got dtype {tensor.dtype}")
 
@@ -65,6 +107,8 @@ def check_finite(name: str, tensor: torch.Tensor) -> None:
         ...
         ValueError: scores contains 2 NaN or infinite value(s)
     """
+    if not _enabled:
+        return
     if not bool(torch.isfinite(tensor).all()):
         bad = int((~torch.isfinite(tensor)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s)")
@@ -80,6 +124,8 @@ def check_images(name: str, images: torch.Tensor, channels: int | None = None) -
         ...
         ValueError: images must have 1 channel(s) (shape (B, 1, H, W)), got shape (2, 3, 8, 8)
     """
+    if not _enabled:
+        return
     check_rank(name, images, 4, "(B, C, H, W)")
     check_float(name, images)
     if channels is not None and images.shape[1] != channels:
@@ -102,6 +148,8 @@ def check_keypoints(name: str, keypoints: torch.Tensor, batch: int | None = None
         ...
         ValueError: keypoints must have positive patch sides s (keypoints[..., 2] > 0)
     """
+    if not _enabled:
+        return
     check_rank(name, keypoints, 3, "(B, K, 3) as (x, y, s)")
     if keypoints.shape[-1] != 3:
         raise ValueError(f"{name} must have shape (B, K, 3) as (x, y, s), got shape {tuple(keypoints.shape)}")
@@ -123,6 +171,8 @@ def check_scales(name: str, scales: torch.Tensor) -> None:
         ...
         ValueError: scales must be strictly increasing, got [20.0, 16.0]
     """
+    if not _enabled:
+        return
     check_rank(name, scales, 1, "(S,)")
     check_float(name, scales)
     if scales.numel() == 0:

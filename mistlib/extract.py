@@ -85,7 +85,20 @@ def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor, nms: int =
     if isinstance(k, bool) or not isinstance(k, int) or not 1 <= k <= height * width:
         raise ValueError(f"k must be an integer in [1, H * W = {height * width}], got k = {k!r}")
     check_nms(nms)
-    return _topk_extract(heatmap, k, scales, nms)
+    scales = scales.to(heatmap)
+    peak = heatmap.amax(dim=1)  # (B, H, W), eq. (3) on the raw h
+    if nms > 1:
+        local_max = window_max(peak[:, None], nms, nms // 2)[:, 0]  # (B, H, W)
+        # every local maximum ranks above every other pixel; the others keep their order among themselves
+        lift = (peak.amax() - peak.amin() + 1).detach()
+        peak = peak + lift * (peak == local_max)
+    index = peak.flatten(1).topk(k, dim=1, sorted=True).indices  # (B, K)
+    y = torch.div(index, width, rounding_mode="floor")  # (B, K) rows
+    x = index - y * width  # (B, K) columns
+    gather = index.unsqueeze(1).expand(batch, num_scales, k)  # (B, S, K)
+    weights = heatmap.flatten(2).gather(2, gather)  # (B, S, K) responses h_s(x_k, y_k)
+    s = (weights * scales[:, None]).sum(1) / (weights.sum(1) + MOMENT_EPS)  # (B, K), eq. (2) + eq. (4)
+    return torch.stack([x.to(heatmap.dtype), y.to(heatmap.dtype), s], dim=-1)  # (B, K, 3)
 
 
 def check_nms(nms: object) -> int:
@@ -102,25 +115,6 @@ def check_nms(nms: object) -> int:
     if isinstance(nms, bool) or not isinstance(nms, int) or nms < 1 or nms % 2 == 0:
         raise ValueError(f"nms must be an odd positive integer (1 for no suppression), got {nms!r}")
     return nms
-
-
-def _topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor, nms: int = 1) -> torch.Tensor:
-    """:func:`topk_extract` without input checks (no host sync), for the optimised lifting step."""
-    batch, num_scales, height, width = heatmap.shape
-    scales = scales.to(heatmap)
-    peak = heatmap.amax(dim=1)  # (B, H, W), eq. (3) on the raw h
-    if nms > 1:
-        local_max = window_max(peak[:, None], nms, nms // 2)[:, 0]  # (B, H, W)
-        # every local maximum ranks above every other pixel; the others keep their order among themselves
-        lift = (peak.amax() - peak.amin() + 1).detach()
-        peak = peak + lift * (peak == local_max)
-    index = peak.flatten(1).topk(k, dim=1, sorted=True).indices  # (B, K)
-    y = torch.div(index, width, rounding_mode="floor")  # (B, K) rows
-    x = index - y * width  # (B, K) columns
-    gather = index.unsqueeze(1).expand(batch, num_scales, k)  # (B, S, K)
-    weights = heatmap.flatten(2).gather(2, gather)  # (B, S, K) responses h_s(x_k, y_k)
-    s = (weights * scales[:, None]).sum(1) / (weights.sum(1) + MOMENT_EPS)  # (B, K), eq. (2) + eq. (4)
-    return torch.stack([x.to(heatmap.dtype), y.to(heatmap.dtype), s], dim=-1)  # (B, K, 3)
 
 
 def _check_size(size: object) -> tuple[int, int]:
@@ -163,12 +157,6 @@ def target_heatmap(keypoints: torch.Tensor, scales: torch.Tensor, size: Sequence
     check_keypoints("keypoints", keypoints)
     check_scales("scales", scales)
     height, width = _check_size(size)
-    return _target_heatmap(keypoints, scales, (height, width))
-
-
-def _target_heatmap(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """:func:`target_heatmap` without input checks (no host sync), for the optimised lifting step."""
-    height, width = size
     batch, k, _ = keypoints.shape
     scales = scales.to(keypoints)
     num_scales = scales.numel()

@@ -8,7 +8,6 @@ scale of a sparse scale space, upsamples each score map back to ``H x W`` and sh
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,7 +16,6 @@ from torch import nn
 
 from mistlib.checks import check_float, check_images, check_positive_int, check_rank
 
-PADDING_MODE = "replicate"  # conv padding: repeat the edge, so a constant image stays constant
 SOFTMAX_EPS = 1e-6  # added to the window sum of the local softmax, as in LF-Net and the authors' code
 
 
@@ -41,12 +39,6 @@ def _replicate_pad(x: torch.Tensor, r: int) -> torch.Tensor:
     x = torch.cat([x[..., :1].expand(*x.shape[:-1], r), x, x[..., -1:].expand(*x.shape[:-1], r)], dim=-1)
     edge = (*x.shape[:-2], r, x.shape[-1])
     return torch.cat([x[..., :1, :].expand(edge), x, x[..., -1:, :].expand(edge)], dim=-2)
-
-
-def _conv_replicate(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv(x)`` for a conv with ``padding_mode="replicate"``, padding through :func:`_replicate_pad`."""
-    padded = _replicate_pad(x, conv.padding[0])
-    return F.conv2d(padded, conv.weight, conv.bias, conv.stride, 0, conv.dilation, conv.groups)
 
 
 def window_max(x: torch.Tensor, kernel_size: int, padding: int = 0) -> torch.Tensor:
@@ -165,20 +157,21 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode=PADDING_MODE)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, padding_mode=PADDING_MODE)
+        self.conv1 = nn.Conv2d(channels, channels, 3)  # padded by _replicate_pad in forward
+        self.conv2 = nn.Conv2d(channels, channels, 3)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.relu(x + self.conv2(F.relu(self.conv1(x))))
+        h = F.relu(self.conv1(_replicate_pad(x, 1)))  # (B, C, H, W): edge-replicating padding
+        return F.relu(x + self.conv2(_replicate_pad(h, 1)))
 
 
 class HeatmapNet(nn.Module):
     """The multiscale heatmap network ``H_eta`` of §4: ``I (B, C, H, W) -> h (B, S, H, W)``.
 
     One trunk (3x3 conv ``C -> channels``, ``num_blocks`` ResNet blocks, ReLU, no downsampling) and a 1x1
-    ``head`` to one score channel. All convolutions pad by replicating the edge
-    (``padding_mode="replicate"``), so a constant image gives constant scores: no border bias before the
-    local softmax either.
+    ``head`` to one score channel. All 3x3 convolutions pad by replicating the edge
+    (:func:`_replicate_pad`, as ``padding_mode="replicate"`` would), so a constant image gives constant
+    scores: no border bias before the local softmax either.
 
     Scale -> resize factor: the trunk is tuned to objects of side ``reference_size`` pixels. For a scale of
     side ``s`` the image is resized (bilinear, antialiased) by the factor ``reference_size / s``, to
@@ -201,11 +194,10 @@ class HeatmapNet(nn.Module):
         super().__init__()
         self.config = config or HeatmapConfig()
         cfg = self.config
-        self.stem = nn.Conv2d(cfg.in_channels, cfg.channels, 3, padding=1, padding_mode=PADDING_MODE)
+        self.stem = nn.Conv2d(cfg.in_channels, cfg.channels, 3)  # padded by _replicate_pad in trunk
         self.blocks = nn.Sequential(*(ResBlock(cfg.channels) for _ in range(cfg.num_blocks)))
         self.head = nn.Conv2d(cfg.channels, 1, kernel_size=1)
         self.register_buffer("scales", torch.tensor(cfg.scales, dtype=torch.float32), persistent=False)
-        self._packings: dict[tuple, PackedScales] = {}  # canvases of fast_scores(pack_scales=True)
 
     def resize_factors(self) -> list[float]:
         """``reference_size / s`` for every scale ``s``: the factor the image is resized by (length S).
@@ -223,7 +215,7 @@ class HeatmapNet(nn.Module):
             >>> HeatmapNet().trunk(torch.rand(2, 1, 30, 20)).shape
             torch.Size([2, 1, 30, 20])
         """
-        x = F.relu(self.stem(images))  # (B, channels, h, w)
+        x = F.relu(self.stem(_replicate_pad(images, 1)))  # (B, channels, h, w)
         return self.head(self.blocks(x))  # (B, 1, h, w)
 
     def _scores(self, images: torch.Tensor) -> torch.Tensor:
@@ -236,7 +228,7 @@ class HeatmapNet(nn.Module):
                 resized = F.interpolate(
                     images, size=size, mode="bilinear", align_corners=False, antialias=True
                 )
-            score = self.trunk(resized)  # (B, O, h_s, w_s)
+            score = self.trunk(resized).float()  # (B, O, h_s, w_s); float32 under bf16 autocast too
             if size != (height, width):
                 score = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)
             maps.append(score)  # (B, O, H, W)
@@ -267,88 +259,6 @@ class HeatmapNet(nn.Module):
         """
         return [(max(1, round(height * f)), max(1, round(width * f))) for f in self.resize_factors()]
 
-    def fast_scores(
-        self, images: torch.Tensor, pack_scales: bool = False, amp_dtype: torch.dtype | None = None
-    ) -> torch.Tensor:
-        """:meth:`scores` for the optimised training step (issue 6): no input checks (no host sync).
-
-        Args:
-            images: (B, C, H, W) finite floats (not checked).
-            pack_scales: run the trunk ONCE on a canvas holding all S resized images (see
-                :class:`PackedScales`) instead of once per scale; the same numbers up to rounding.
-            amp_dtype: run the trunk under ``torch.autocast`` with this dtype (e.g. ``torch.bfloat16``);
-                the 1x1 head and everything after it stay in float32.
-
-        Returns:
-            (B, S, H, W) float32 scores.
-
-        Example:
-            >>> net, images = HeatmapNet(), torch.rand(2, 1, 40, 40)
-            >>> packed = net.fast_scores(images, pack_scales=True)
-            >>> packed.shape, torch.allclose(packed, net.scores(images), atol=1e-5)
-            (torch.Size([2, 3, 40, 40]), True)
-        """
-        height, width = images.shape[-2:]
-        sizes = self.scale_sizes(height, width)
-        resized = [
-            images
-            if size == (height, width)
-            else F.interpolate(images, size=size, mode="bilinear", align_corners=False, antialias=True)
-            for size in sizes
-        ]  # S x (B, C, h_s, w_s)
-        autocast = (
-            torch.autocast(images.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-        )
-        with autocast:
-            if pack_scales:
-                packing = self._packing(sizes, images.device)
-                features = packing.unpack(self._packed_features(packing, packing.pack(resized)))
-            else:
-                features = [self._fast_features(x) for x in resized]  # S x (B, F, h_s, w_s)
-        maps = []
-        for feature, size in zip(features, sizes, strict=True):
-            score = self.head(feature.float())  # (B, 1, h_s, w_s), float32
-            if size != (height, width):
-                score = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)
-            maps.append(score)
-        return torch.cat(maps, dim=1)  # (B, S, H, W)
-
-    def _packing(self, sizes: list[tuple[int, int]], device: torch.device) -> PackedScales:
-        """The :class:`PackedScales` of these sizes on this device, built once and cached."""
-        key = (tuple(sizes), str(device))
-        if key not in self._packings:
-            self._packings[key] = PackedScales(sizes, device)
-        return self._packings[key]
-
-    def _fast_features(self, x: torch.Tensor) -> torch.Tensor:
-        """``blocks(relu(stem(x)))`` with every replicate padding through :func:`_replicate_pad`."""
-        x = F.relu(_conv_replicate(self.stem, x))
-        for block in self.blocks:
-            x = F.relu(x + _conv_replicate(block.conv2, F.relu(_conv_replicate(block.conv1, x))))
-        return x  # (B, F, h, w)
-
-    def _packed_features(self, packing: PackedScales, canvas: torch.Tensor) -> torch.Tensor:
-        """The trunk before the head on a packed canvas: zero-padded convs, then the rings refreshed."""
-        x = packing.refresh(F.relu(_conv_zero_padded(self.stem, canvas)))
-        for block in self.blocks:
-            h = packing.refresh(F.relu(_conv_zero_padded(block.conv1, x)))
-            x = packing.refresh(F.relu(x + _conv_zero_padded(block.conv2, h)))
-        return x  # (B, F, H_canvas, W_canvas)
-
-    def fast_forward(
-        self, images: torch.Tensor, pack_scales: bool = False, amp_dtype: torch.dtype | None = None
-    ) -> torch.Tensor:
-        """:meth:`forward` without input checks, with the options of :meth:`fast_scores`: (B, S, H, W).
-
-        Example:
-            >>> net, images = HeatmapNet(), torch.rand(1, 1, 32, 32)
-            >>> torch.allclose(net.fast_forward(images, pack_scales=True), net(images), atol=1e-5)
-            True
-        """
-        cfg = self.config
-        scores = self.fast_scores(images, pack_scales=pack_scales, amp_dtype=amp_dtype)
-        return _local_softmax(scores, cfg.softmax_kernel, cfg.softmax_strength)  # (B, S, H, W)
-
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """The heatmap ``h``: per-scale scores sharpened by the local spatial softmax.
 
@@ -365,74 +275,3 @@ class HeatmapNet(nn.Module):
         check_images("images", images, channels=self.config.in_channels)
         cfg = self.config
         return _local_softmax(self._scores(images), cfg.softmax_kernel, cfg.softmax_strength)  # (B, S, H, W)
-
-
-def _conv_zero_padded(conv: nn.Conv2d, x: torch.Tensor) -> torch.Tensor:
-    """``conv`` with zero padding instead of its own padding mode (the packed canvas supplies the border)."""
-    return F.conv2d(x, conv.weight, conv.bias, conv.stride, conv.padding, conv.dilation, conv.groups)
-
-
-class PackedScales:
-    """Several images of different sizes on one canvas, so a 3x3 conv trunk runs on all of them in ONE call.
-
-    The images are stacked vertically, each inside a one-pixel ring: image ``s`` of size ``(h_s, w_s)``
-    occupies rows ``top_s + 1 .. top_s + h_s`` and columns ``1 .. w_s``; the canvas is
-    ``(sum_s (h_s + 2), max_s w_s + 2)``. A zero-padded 3x3 conv on the canvas reads, for every interior
-    pixel, only its own image and its own ring; :meth:`refresh` then sets every ring pixel to the nearest
-    interior pixel of its image (one ``index_select``), which is exactly what ``padding_mode="replicate"``
-    supplies to the next conv. So each image's interior comes out as if the trunk had run on it alone,
-    up to float rounding. Canvas pixels right of a narrower image are unused (they copy pixel 0).
-    Cost: one call per layer instead of S, on about 20% more pixels at the 80x80 defaults.
-
-    Example:
-        >>> packing = PackedScales([(3, 4), (2, 2)], torch.device("cpu"))
-        >>> packing.canvas_size
-        (9, 6)
-        >>> a, b = torch.rand(1, 1, 3, 4), torch.rand(1, 1, 2, 2)
-        >>> canvas = packing.pack([a, b])  # (1, 1, 9, 6), rings filled by replication
-        >>> inner = packing.unpack(canvas)  # views of the two interiors
-        >>> bool(canvas[0, 0, 0, 0] == a[0, 0, 0, 0]), torch.equal(inner[0], a), torch.equal(inner[1], b)
-        (True, True, True)
-    """
-
-    def __init__(self, sizes: list[tuple[int, int]], device: torch.device) -> None:
-        self.sizes = [tuple(size) for size in sizes]
-        width = max(w for _, w in self.sizes) + 2
-        self.tops, top = [], 0
-        for h, _ in self.sizes:
-            self.tops.append(top)
-            top += h + 2
-        self.canvas_size = (top, width)
-        index = torch.zeros(top, width, dtype=torch.long)  # unused pixels copy pixel 0
-        for (h, w), top in zip(self.sizes, self.tops, strict=True):
-            rows = top + 1 + torch.arange(-1, h + 1).clamp(0, h - 1)  # (h + 2,) ring rows -> edge rows
-            cols = 1 + torch.arange(-1, w + 1).clamp(0, w - 1)  # (w + 2,)
-            index[top : top + h + 2, : w + 2] = rows[:, None] * width + cols[None, :]
-        self.index = index.flatten().to(device)  # (H_canvas * W_canvas,)
-
-    def refresh(self, canvas: torch.Tensor) -> torch.Tensor:
-        """Every ring pixel set to its image's nearest interior pixel: (B, F, Hc, Wc) -> (B, F, Hc, Wc).
-
-        Keeps the memory format: a channels-last canvas is gathered along its flattened (Hc * Wc) axis.
-        """
-        batch, channels, height, width = canvas.shape
-        if canvas.is_contiguous(memory_format=torch.channels_last) and not canvas.is_contiguous():
-            flat = canvas.permute(0, 2, 3, 1).reshape(batch, height * width, channels)  # (B, HcWc, F)
-            out = flat.index_select(1, self.index).view(batch, height, width, channels)
-            return out.permute(0, 3, 1, 2)  # (B, F, Hc, Wc), channels-last strides
-        return canvas.flatten(2).index_select(2, self.index).view(batch, channels, height, width)
-
-    def pack(self, images: list[torch.Tensor]) -> torch.Tensor:
-        """S images (B, C, h_s, w_s) -> one canvas (B, C, Hc, Wc) with their rings filled."""
-        first = images[0]
-        canvas = first.new_zeros(first.shape[0], first.shape[1], *self.canvas_size)
-        for image, (h, w), top in zip(images, self.sizes, self.tops, strict=True):
-            canvas[:, :, top + 1 : top + 1 + h, 1 : 1 + w] = image
-        return self.refresh(canvas)
-
-    def unpack(self, canvas: torch.Tensor) -> list[torch.Tensor]:
-        """A canvas (B, F, Hc, Wc) -> the S interiors, views (B, F, h_s, w_s)."""
-        return [
-            canvas[:, :, top + 1 : top + 1 + h, 1 : 1 + w]
-            for (h, w), top in zip(self.sizes, self.tops, strict=True)
-        ]

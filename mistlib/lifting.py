@@ -17,15 +17,19 @@ normalised coordinates with 2 iterations.
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
-from mistlib.extract import _target_heatmap, target_heatmap
+from mistlib.checks import check_images, checks
+from mistlib.extract import target_heatmap
 from mistlib.model import MIST, MISTOutput
 from mistlib.training import TrainConfig, Trainer, resolve_device, step_generator
+
+REFINE_RULES = ("scaled", "adam")  # stage-2 update rules (refine_keypoints)
 
 
 @dataclass
@@ -36,12 +40,10 @@ class LiftingConfig(TrainConfig):
         >>> config = LiftingConfig(steps=100, warmup_steps=20, refine_iterations=2)
         >>> config.refine_optimizer, config.warmup_loss, config.batch_size
         ('scaled', 'patch', 32)
-        >>> config.fast, LiftingConfig(fast=True, amp=True).amp  # the optimised step is opt-in
-        (False, True)
-        >>> LiftingConfig(compile=True)
+        >>> LiftingConfig(refine_optimizer="sgd")
         Traceback (most recent call last):
         ...
-        ValueError: compile: only in the optimised step, set fast=True as well
+        ValueError: refine_optimizer must be one of ('scaled', 'adam'), got 'sgd'
     """
 
     lr_task: float = 1e-3  # Adam learning rate of the task network tau (stage 1)
@@ -57,22 +59,21 @@ class LiftingConfig(TrainConfig):
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     snapshot_every: int = 0  # record the probe images into the training log every n steps (0: never)
-    # The optimised step of issue 6 (bench/README.md). All off: the plain fp32 eager reference step.
-    fast: bool = False  # no input checks or host syncs inside the step; one sync per step for the losses
-    amp: bool = False  # bf16 autocast of both networks (fast only); heads, losses and keypoints stay fp32
+    # Speed switches on the one step (all off: fp32 eager, what every chapter and shipped model uses)
+    amp: bool = False  # bf16 autocast of both networks; heatmap, keypoints and losses stay float32
     channels_last: bool = False  # NHWC memory format for both networks' convolutions
-    pack_scales: bool = False  # run the heatmap trunk once on a canvas of all S scales (fast only)
     fused_adam: bool = False  # Adam's fused kernels for tau and eta (foreach where fused is unavailable)
-    compile: bool = False  # torch.compile the heatmap and task pipelines (fast only), eager fallback
-    compile_mode: str = "default"  # torch.compile mode; "reduce-overhead" adds CUDA graphs
+    compile: bool = False  # torch.compile both networks in place (minutes of compilation: long runs only)
 
     def __post_init__(self) -> None:
-        for name, allowed in [("warmup_loss", ("patch", "image")), ("warmup_windows", ("random", "heatmap"))]:
+        choices = [
+            ("warmup_loss", ("patch", "image")),
+            ("warmup_windows", ("random", "heatmap")),
+            ("refine_optimizer", REFINE_RULES),
+        ]
+        for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        needs_fast = [name for name in ("amp", "pack_scales", "compile") if getattr(self, name)]
-        if needs_fast and not self.fast:
-            raise ValueError(f"{', '.join(needs_fast)}: only in the optimised step, set fast=True as well")
 
 
 def clamp_keypoints(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -150,8 +151,8 @@ def refine_keypoints(
         >>> refine_keypoints(model, images, start, None, iterations=2, step=0.5).shape
         torch.Size([1, 1, 3])
     """
-    if optimizer not in ("scaled", "adam"):
-        raise ValueError(f"optimizer must be 'scaled' or 'adam', got {optimizer!r}")
+    if optimizer not in REFINE_RULES:
+        raise ValueError(f"optimizer must be one of {REFINE_RULES}, got {optimizer!r}")
     size = tuple(images.shape[-2:])
     x = keypoints.detach().clone().requires_grad_(True)
     adam = torch.optim.Adam([x], lr=step) if optimizer == "adam" else None
@@ -205,24 +206,6 @@ def _blur_target(target: torch.Tensor, sigma: float) -> torch.Tensor:
     return F.conv2d(F.pad(blurred, (radius, radius, 0, 0)), cols, groups=channels)
 
 
-def optimized_settings(device: str | torch.device) -> dict[str, bool]:
-    """The :class:`LiftingConfig` options of the optimised step for a device type (bench/README.md).
-
-    CUDA: every option (bf16 autocast, channels-last, fused Adam, ``torch.compile``). CPU: only those
-    that measured at least as fast as the reference on the project's 2-core CPU (no autocast: no bf16
-    units; no compile: its minutes of compilation outweigh a short run).
-
-    Example:
-        >>> optimized_settings("cpu")
-        {'fast': True, 'channels_last': True, 'fused_adam': True}
-        >>> LiftingConfig(**optimized_settings("cuda")).compile
-        True
-    """
-    if torch.device(device).type == "cuda":
-        return {"fast": True, "amp": True, "channels_last": True, "fused_adam": True, "compile": True}
-    return {"fast": True, "channels_last": True, "fused_adam": True}
-
-
 def make_adam(parameters, lr: float, fused: bool = False) -> torch.optim.Adam:
     """Adam; with ``fused`` its fused kernels, or the foreach ones where this build has no fused Adam.
 
@@ -239,48 +222,104 @@ def make_adam(parameters, lr: float, fused: bool = False) -> torch.optim.Adam:
     return torch.optim.Adam(parameters, lr=lr)
 
 
-class CompiledFn:
-    """``fn`` under ``torch.compile`` (static shapes), or eager ``fn`` when compiling is off or fails.
+def task_update(
+    model: MIST,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    keypoints: torch.Tensor,
+    labels: torch.Tensor | None,
+    per_patch: bool = False,
+) -> torch.Tensor:
+    """Stage 1 of Algorithm 1 (line 3): one optimiser step on the task network ``tau`` with ``L_task``.
 
-    A compiler that is missing or fails (no C++ compiler, an unsupported op, an old build) raises on the
-    first call; the error is kept in :attr:`error`, a warning is issued and every later call runs eagerly.
+    Args:
+        images: (B, C, H, W); keypoints: (B, K, 3) fixed windows; labels: (B, L) or None.
+        per_patch: reconstruction only: compare each decoded patch with its own input patch instead of
+            eq. (6) (the warm-up on random windows, which overlap: eq. (6) would count their ink twice).
+
+    Returns: the loss of the step, a detached scalar.
 
     Example:
-        >>> double = CompiledFn(lambda x: 2 * x, enabled=False)
-        >>> double(torch.ones(2)), double.compiled
-        (tensor([2., 2.]), False)
+        >>> from mistlib.model import MISTConfig
+        >>> model = MIST(MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=2))
+        >>> optimizer = torch.optim.Adam(model.task_net.parameters())
+        >>> keypoints = torch.tensor([[[40.0, 40.0, 20.0]] * 9])
+        >>> task_update(model, optimizer, torch.rand(1, 1, 80, 80), keypoints, None).shape
+        torch.Size([])
     """
+    optimizer.zero_grad(set_to_none=True)
+    out = model.run_task(images, keypoints)
+    if per_patch and out.reconstruction is not None:
+        loss = ((out.task_output - out.patches) ** 2).mean()
+    else:
+        loss = per_image_task_loss(model, images, out, labels).mean()
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
-    def __init__(self, fn, enabled: bool = True, mode: str = "default") -> None:
-        self.fn, self.error, self._compiled = fn, None, None
-        if enabled:
-            try:
-                self._compiled = torch.compile(fn, mode=mode, dynamic=False)
-            except Exception as error:  # noqa: BLE001 - any failure means: run eagerly
-                self._fail(error)
 
-    @property
-    def compiled(self) -> bool:
-        """Whether calls go through the compiled function."""
-        return self._compiled is not None
+def lift_terms(
+    model: MIST,
+    images: torch.Tensor,
+    refined: torch.Tensor,
+    labels: torch.Tensor | None,
+    sigma: float,
+    weighting: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """What eq. (14) compares the heatmap with, and how much each image counts: no gradient.
 
-    def _fail(self, error: Exception) -> None:
-        import warnings
+    Returns: ``h_bar = E_K^{-1}(x*)`` (B, S, H, W) and the per-image weights (B,): ``exp(-w L_task(x*))``
+    with ``w = weighting`` (the authors' weighting: a badly explained image teaches the heatmap less), or
+    ones for ``weighting = 0``.
 
-        self.error, self._compiled = f"{type(error).__name__}: {error}"[:500], None
-        warnings.warn(f"torch.compile failed, running eagerly: {self.error}", RuntimeWarning, stacklevel=3)
+    Example:
+        >>> from mistlib.model import MISTConfig
+        >>> model = MIST(MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=2))
+        >>> refined = torch.tensor([[[40.0, 40.0, 20.0]] * 9])
+        >>> target, weights = lift_terms(model, torch.rand(1, 1, 80, 80), refined, None, 0.0, 5.0)
+        >>> target.shape, float(target.sum()), bool(0 < weights[0] < 1)  # K units of mass, one pixel
+        (torch.Size([1, 3, 80, 80]), 9.0, True)
+    """
+    with torch.no_grad():
+        target = lift_target(refined, model.scales, tuple(images.shape[-2:]), sigma)  # (B, S, H, W)
+        weights = torch.ones(images.shape[0], device=images.device)
+        if weighting > 0:
+            refined_loss = per_image_task_loss(model, images, model.run_task(images, refined), labels)
+            weights = torch.exp(-weighting * refined_loss)
+    return target, weights
 
-    def __call__(self, *args):
-        if self._compiled is not None:
-            try:
-                return self._compiled(*args)
-            except Exception as error:  # noqa: BLE001 - the eager function is the same computation
-                self._fail(error)
-        return self.fn(*args)
+
+def heatmap_regression(
+    optimizer: torch.optim.Optimizer, heatmap: torch.Tensor, target: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """Stage 3 of Algorithm 1 (lines 7-8): one optimiser step on ``eta`` with ``L_lift`` of eq. (14).
+
+    Args: heatmap (B, S, H, W) ``H_eta(I)`` with its graph; target (B, S, H, W) ``h_bar``; weights (B,).
+
+    Returns: the weighted ``L_lift`` of the step, a detached scalar.
+
+    Example:
+        >>> conv = torch.nn.Conv2d(1, 3, 1)
+        >>> optimizer = torch.optim.SGD(conv.parameters(), lr=0.1)
+        >>> heatmap, target = conv(torch.rand(2, 1, 8, 8)), torch.zeros(2, 3, 8, 8)
+        >>> float(heatmap_regression(optimizer, heatmap, target, torch.ones(2))) > 0
+        True
+    """
+    optimizer.zero_grad(set_to_none=True)
+    lift = (weights * ((heatmap - target) ** 2).flatten(1).mean(1)).mean()  # eq. (14), a weighted mean
+    lift.backward()
+    optimizer.step()
+    return lift.detach()
 
 
 class LiftingTrainer(Trainer):
-    """Algorithm 1 for a :class:`~mistlib.model.MIST` model.
+    """Algorithm 1 for a :class:`~mistlib.model.MIST` model: :meth:`train_step` runs its three stages,
+    :func:`task_update`, :func:`refine_keypoints` and :func:`heatmap_regression`, on each batch.
+
+    Speed options are switches on this one step: ``channels_last`` and ``fused_adam`` (measured on the
+    CPU), ``amp`` (bf16 autocast of the networks; heatmap, keypoints and losses stay float32) and
+    ``compile`` (``torch.compile`` of both networks, in place). The tensor checks of the library run once
+    per batch, at :meth:`train_step`'s door, and are off inside it (:func:`mistlib.checks.checks`).
 
     Example:
         >>> from mistlib.model import MISTConfig
@@ -300,6 +339,9 @@ class LiftingTrainer(Trainer):
         self.model = model.to(resolve_device(self.config.device))
         if self.config.channels_last:
             self.model.to(memory_format=torch.channels_last)
+        if self.config.compile:  # in place: parameter names, and so checkpoints, stay as they are
+            self.model.heatmap_net.compile(dynamic=False)
+            self.model.task_net.compile(dynamic=False)
         fused = self.config.fused_adam
         self.optimizers = {
             "task": make_adam(model.task_net.parameters(), self.config.lr_task, fused),
@@ -307,7 +349,12 @@ class LiftingTrainer(Trainer):
         }
         self.log: TrainingLog | None = None
         self.probe: tuple[torch.Tensor, torch.Tensor | None] | None = None
-        self._fast: dict | None = None  # the optimised step's functions, built at its first call
+
+    def autocast(self):
+        """The bf16 autocast context of ``config.amp`` on the model's device, else a no-op context."""
+        if not self.config.amp:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def random_keypoints(self, batch: int, size: tuple[int, int]) -> torch.Tensor:
         """K uniformly random windows per image for the warm-up, drawn from this step's generator."""
@@ -335,16 +382,16 @@ class LiftingTrainer(Trainer):
         output at the refined keypoints: reconstruction (B, C, H, W) or logits (B, K, classes)) and the
         per-image losses ``task_before``, ``task_after`` and ``lift`` (B,).
         """
-        size = tuple(images.shape[-2:])
+        model, c = self.model, self.config
         with torch.no_grad():
-            heatmap, keypoints = self.model.extract(images)
-            before = per_image_task_loss(self.model, images, self.model.run_task(images, keypoints), labels)
+            heatmap, keypoints = model.extract(images)
+            before = per_image_task_loss(model, images, model.run_task(images, keypoints), labels)
         refined = self.refine(images, keypoints, labels)
+        target, _ = lift_terms(model, images, refined, labels, c.target_sigma, 0.0)
         with torch.no_grad():
-            out = self.model.run_task(images, refined)
-            after = per_image_task_loss(self.model, images, out, labels)
-            target = lift_target(refined, self.model.scales, size, self.config.target_sigma)
-            lift = ((heatmap - target) ** 2).flatten(1).mean(1)
+            out = model.run_task(images, refined)
+            after = per_image_task_loss(model, images, out, labels)
+            lift = ((heatmap - target) ** 2).flatten(1).mean(1)  # (B,), eq. (14)
         output = out.reconstruction if out.reconstruction is not None else out.logits
         return {
             "image": images,
@@ -359,239 +406,35 @@ class LiftingTrainer(Trainer):
         }
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        if self.config.fast:
-            return self.fast_train_step(images, labels)
+        """One batch of Algorithm 1 (after the warm-up; stage 1 alone during it): the losses as floats."""
+        check_images("images", images, self.model.config.in_channels)
         model, config = self.model, self.config
-        size = tuple(images.shape[-2:])
         if self.log is not None and config.snapshot_every and self.step % config.snapshot_every == 0:
             self.log.record(self.step, self.inspect(*self.probe))
-
-        # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I))
         warming_up = self.step < config.warmup_steps
-        if warming_up and config.warmup_windows == "random":
-            keypoints = self.random_keypoints(images.shape[0], size)
-        elif warming_up:  # the heatmap's own picks, eta frozen: stage 1 alone
-            with torch.no_grad():
-                keypoints = model.extract(images)[1]
-        else:
-            # eta does not change before stage 3, so this one forward pass (kept for its gradient) serves both
-            heatmap, keypoints = model.extract(images)  # (B, S, H, W), (B, K, 3)
-            keypoints = keypoints.detach()
-        task_opt = self.optimizers["task"]
-        task_opt.zero_grad(set_to_none=True)
-        out = model.run_task(images, keypoints)
-        if warming_up and config.warmup_loss == "patch" and out.reconstruction is not None:
-            # each patch against its own input: random windows overlap, and eq. (6) would count the ink of
-            # an overlap twice, teaching the auto-encoder to output dim patches (research/README.md)
-            task_loss = ((out.task_output - out.patches) ** 2).mean()
-        else:
-            task_loss = per_image_task_loss(model, images, out, labels).mean()
-        task_loss.backward()
-        task_opt.step()
-        if warming_up:
-            return {"warmup": task_loss.item()}
-
-        # stage 2: x* <- optimise {x_k} with L_task, tau frozen
-        refined = self.refine(images, keypoints, labels)
-
-        # stage 3: h_bar = E_K^{-1}(x*); eta <- optimise H_eta with L_lift = ||h_bar - H_eta(I)||^2
-        with torch.no_grad():
-            target = lift_target(refined, model.scales, size, config.target_sigma)  # (B, S, H, W)
-            weights = torch.ones(images.shape[0], device=images.device)
-            if config.lift_weighting > 0:
-                refined_loss = per_image_task_loss(model, images, model.run_task(images, refined), labels)
-                weights = torch.exp(-config.lift_weighting * refined_loss)
-        heat_opt = self.optimizers["heatmap"]
-        heat_opt.zero_grad(set_to_none=True)
-        lift = ((heatmap - target) ** 2).flatten(1).mean(1)  # (B,), eq. (14)
-        lift_loss = (weights * lift).mean()
-        lift_loss.backward()
-        heat_opt.step()
-        moved = (refined[..., :2] - keypoints[..., :2]).norm(dim=-1).mean()
-        return {"task": task_loss.item(), "lift": lift_loss.item(), "moved_px": moved.item()}
-
-    # -- the optimised step (issue 6) ------------------------------------------------------------------
-    def fast_functions(self) -> dict:
-        """The optimised step's pieces, built once: ``extract`` (images -> heatmap, keypoints),
-        ``task_loss`` (images, keypoints, labels -> per-image L_task (B,)) and ``patch_loss`` (the warm-up
-        loss), each a :class:`CompiledFn` (compiled when ``config.compile``), and the keypoint bounds.
-        """
-        if self._fast is None:
-            model, c = self.model, self.config
-            amp_dtype = torch.bfloat16 if c.amp else None
-
-            def extract(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-                return model.fast_extract(images, pack_scales=c.pack_scales, amp_dtype=amp_dtype)
-
-            def task_loss(images: torch.Tensor, keypoints: torch.Tensor, labels: torch.Tensor | None):
-                out = model.fast_run_task(images, keypoints, amp_dtype=amp_dtype)
-                return model.task_loss(images, out, labels, reduction="none")  # (B,)
-
-            def patch_loss(images: torch.Tensor, keypoints: torch.Tensor) -> torch.Tensor:
-                out = model.fast_run_task(images, keypoints, amp_dtype=amp_dtype)
-                return ((out.task_output - out.patches) ** 2).mean()
-
-            scales = model.scales.tolist()  # python floats: no sync inside the step
-            size = model.config.image_size
-            self._fast = {
-                "extract": CompiledFn(extract, c.compile, c.compile_mode),
-                "task_loss": CompiledFn(task_loss, c.compile, c.compile_mode),
-                "patch_loss": CompiledFn(patch_loss, c.compile, c.compile_mode),
-                "low": torch.tensor([0.0, 0.0, scales[0]], device=self.device),
-                "high": torch.tensor([size - 1.0, size - 1.0, scales[-1]], device=self.device),
-                "scales": scales,
-            }
-        return self._fast
-
-    def _trial_compile(self, images: torch.Tensor, labels: torch.Tensor | None) -> None:
-        """Compile every variant the step will use (forward and backward, stage 1, 2 and 3) on this batch,
-        before any weight changes; a function whose compilation fails runs eagerly from then on.
-
-        ``torch.compile`` compiles a backward lazily, at its first call, where a failure could no longer be
-        undone (stage 1 would already have updated tau). So this trial runs them all first, on random
-        keypoints drawn from a private generator, and leaves the weights, their gradients and the global
-        random state as they were.
-        """
-        fast, model = self.fast_functions(), self.model
-        shape = (images.shape[0], model.config.k, 3)
-        generator = torch.Generator(device=images.device).manual_seed(0)
-        low, high = fast["low"], self._high(fast, (images.shape[-2], images.shape[-1]))
-        keypoints = low + torch.rand(shape, generator=generator, device=images.device) * (high - low)
-        frozen = [p for p in model.task_net.parameters() if p.requires_grad]
-
-        def stage2() -> None:
-            x = keypoints.clone().requires_grad_(True)
-            for parameter in frozen:
-                parameter.requires_grad_(False)
-            try:
-                torch.autograd.grad(fast["task_loss"](images, x, labels).sum(), x)
-            finally:
-                for parameter in frozen:
-                    parameter.requires_grad_(True)
-
-        def no_grad() -> None:
-            with torch.no_grad():
-                fast["task_loss"](images, keypoints, labels)
-
-        trials = [
-            ("extract", lambda: (fast["extract"](images)[0] ** 2).flatten(1).mean(1).mean().backward()),
-            ("task_loss", lambda: fast["task_loss"](images, keypoints, labels).mean().backward()),
-            ("task_loss", stage2),
-            ("task_loss", no_grad),
-        ]
-        if model.config.task == "reconstruct" and self.config.warmup_steps > self.step:
-            trials.append(("patch_loss", lambda: fast["patch_loss"](images, keypoints).backward()))
-        for name, run in trials:
-            if not fast[name].compiled:
-                continue
-            if self.config.compile_mode == "reduce-overhead":
-                torch.compiler.cudagraph_mark_step_begin()
-            try:
-                run()
-            except Exception as error:  # noqa: BLE001 - the eager function is the same computation
-                fast[name]._fail(error)
-        for parameter in model.parameters():
-            parameter.grad = None
-        fast["tried"] = True
-
-    def _high(self, fast: dict, size: tuple[int, int]) -> torch.Tensor:
-        """Upper keypoint bounds (x, y, s) for images of ``size`` (H, W): cached for the model's size."""
-        if size == (self.model.config.image_size,) * 2:
-            return fast["high"]
-        return torch.tensor([size[1] - 1.0, size[0] - 1.0, fast["scales"][-1]], device=self.device)
-
-    def fast_refine(
-        self, images: torch.Tensor, keypoints: torch.Tensor, labels: torch.Tensor | None
-    ) -> torch.Tensor:
-        """Stage 2 as :meth:`refine` (same update rules), through the optimised task loss: (B, K, 3)."""
-        c, fast = self.config, self.fast_functions()
-        low, high = fast["low"], self._high(fast, (images.shape[-2], images.shape[-1]))
-        x = keypoints.detach().clone().requires_grad_(True)
-        adam = torch.optim.Adam([x], lr=c.refine_step) if c.refine_optimizer == "adam" else None
-        frozen = [p for p in self.model.task_net.parameters() if p.requires_grad]
-        for parameter in frozen:  # the task network is frozen: its backward computes no weight gradients
-            parameter.requires_grad_(False)
-        try:
-            for _ in range(c.refine_iterations):
-                (grad,) = torch.autograd.grad(fast["task_loss"](images, x, labels).sum(), x)
+        with checks(False), self.autocast():
+            heatmap = None
+            if warming_up and config.warmup_windows == "random":
+                keypoints = self.random_keypoints(images.shape[0], tuple(images.shape[-2:]))
+            elif warming_up:  # the heatmap's own picks, eta frozen: stage 1 alone
                 with torch.no_grad():
-                    if adam is not None:
-                        x.grad = grad
-                        adam.step()
-                    else:
-                        x.sub_(scaled_step(grad, c.refine_step))
-                    x.copy_(torch.minimum(torch.maximum(x, low), high))  # clamp_keypoints
-        finally:
-            for parameter in frozen:
-                parameter.requires_grad_(True)
-        return x.detach()
-
-    def fast_train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        """:meth:`train_step` (Algorithm 1, the same three stages and losses) with the options of issue 6.
-
-        No input checks and no host-device sync inside the step: the losses are read back in one transfer
-        at the end. ``amp`` runs the networks in bf16 (losses, keypoints and heatmap in fp32),
-        ``pack_scales`` the heatmap trunk on one canvas, ``compile`` the heatmap and task pipelines
-        through ``torch.compile``. In fp32 it computes what :meth:`train_step` computes, up to rounding.
-
-        Example:
-            >>> from mistlib.model import MISTConfig
-            >>> tiny = MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=2)
-            >>> trainer = LiftingTrainer(MIST(tiny), "reconstruct", LiftingConfig(device="cpu", fast=True))
-            >>> sorted(trainer.fast_train_step(torch.rand(2, 1, 80, 80), None))
-            ['lift', 'moved_px', 'task']
-        """
-        model, config = self.model, self.config
-        fast = self.fast_functions()
-        size = (images.shape[-2], images.shape[-1])
-        if config.pack_scales:  # build the canvas index eagerly, outside any compiled region
-            model.heatmap_net._packing(model.heatmap_net.scale_sizes(*size), images.device)
-        if config.compile and not fast.get("tried"):
-            self._trial_compile(images, labels)
-        if config.compile and config.compile_mode == "reduce-overhead":
-            torch.compiler.cudagraph_mark_step_begin()
-        if self.log is not None and config.snapshot_every and self.step % config.snapshot_every == 0:
-            self.log.record(self.step, self.inspect(*self.probe))
-
-        warming_up = self.step < config.warmup_steps
-        if warming_up and config.warmup_windows == "heatmap":
-            with torch.no_grad():
-                keypoints = fast["extract"](images)[1]
-        elif warming_up:  # as random_keypoints, with the bounds kept on the device
-            generator = step_generator(config.seed, self.step, images.device)
-            shape = (images.shape[0], model.config.k, 3)
-            uniform = torch.rand(shape, generator=generator, device=images.device)
-            low, high = fast["low"], self._high(fast, size)
-            keypoints = low + uniform * (high - low)  # (B, K, 3)
-        else:
-            heatmap, keypoints = fast["extract"](images)  # (B, S, H, W) kept for stage 3, (B, K, 3)
-            keypoints = keypoints.detach()
-        task_opt = self.optimizers["task"]
-        task_opt.zero_grad(set_to_none=True)
-        if warming_up and config.warmup_loss == "patch" and model.config.task == "reconstruct":
-            task_loss = fast["patch_loss"](images, keypoints)
-        else:
-            task_loss = fast["task_loss"](images, keypoints, labels).mean()
-        task_loss.backward()
-        task_opt.step()
-        if warming_up:
-            return {"warmup": task_loss.item()}
-
-        refined = self.fast_refine(images, keypoints, labels)  # stage 2
-
-        with torch.no_grad():  # stage 3
-            scales = model.scales
-            target = _blur_target(_target_heatmap(refined, scales, size), config.target_sigma)
-            weights = torch.ones(images.shape[0], device=images.device)
-            if config.lift_weighting > 0:
-                weights = torch.exp(-config.lift_weighting * fast["task_loss"](images, refined, labels))
-        heat_opt = self.optimizers["heatmap"]
-        heat_opt.zero_grad(set_to_none=True)
-        lift_loss = (weights * ((heatmap - target) ** 2).flatten(1).mean(1)).mean()  # eq. (14)
-        lift_loss.backward()
-        heat_opt.step()
-        moved = (refined[..., :2] - keypoints[..., :2]).norm(dim=-1).mean()
-        task, lift, moved = torch.stack([task_loss.detach(), lift_loss.detach(), moved]).tolist()  # 1 sync
+                    keypoints = model.extract(images)[1]
+            else:  # eta does not change before stage 3: this forward pass (kept for its gradient) serves both
+                heatmap, keypoints = model.extract(images)  # (B, S, H, W), (B, K, 3)
+                keypoints = keypoints.detach()
+            per_patch = warming_up and config.warmup_loss == "patch"
+            # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I))
+            task = task_update(model, self.optimizers["task"], images, keypoints, labels, per_patch)
+            if warming_up:
+                return {"warmup": task.item()}
+            # stage 2: x* <- optimise {x_k} with L_task, tau frozen
+            refined = self.refine(images, keypoints, labels)
+            # stage 3: h_bar = E_K^{-1}(x*); eta <- optimise H_eta with L_lift = ||h_bar - H_eta(I)||^2
+            sigma, weighting = config.target_sigma, config.lift_weighting
+            target, weights = lift_terms(model, images, refined, labels, sigma, weighting)
+            lift = heatmap_regression(self.optimizers["heatmap"], heatmap, target, weights)
+            moved = (refined[..., :2] - keypoints[..., :2]).norm(dim=-1).mean()
+        task, lift, moved = torch.stack([task, lift, moved.detach()]).tolist()  # one read from the device
         return {"task": task, "lift": lift, "moved_px": moved}
 
     def record_to(self, log: TrainingLog, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:

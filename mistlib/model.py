@@ -7,7 +7,6 @@ patch sampler ``S``. Training it is the job of :mod:`mistlib.lifting` (Algorithm
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,9 +15,9 @@ from torch import nn
 
 from mistlib.checks import check_images, check_keypoints
 from mistlib.compact import compact_autoencoder, compact_classifier
-from mistlib.extract import _topk_extract, check_nms, topk_extract
+from mistlib.extract import check_nms, topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet
-from mistlib.sampler import _place_patches, _sample_patches, sample_patches
+from mistlib.sampler import sample_patches
 from mistlib.tasks import (
     COMPOSITES,
     PatchAutoencoder,
@@ -198,7 +197,7 @@ class MIST(nn.Module):
         check_images("images", images, self.config.in_channels)
         check_keypoints("keypoints", keypoints, batch=images.shape[0])
         patches = sample_patches(images, keypoints, size=self.config.patch_size)  # (B, K, C, P, P)
-        task_output = self.task_net(patches)
+        task_output = self.task_net(patches).float()  # float32 also under a bf16 autocast
         out = MISTOutput(images.new_empty(0), keypoints, patches, task_output)
         if self.config.task == "reconstruct":
             # eq. (6): the sum of placed patches. With a background b (Gabor noise sits on 0.5) each patch
@@ -207,87 +206,6 @@ class MIST(nn.Module):
             out.reconstruction = reconstruct(task_output - b, keypoints, size, composite) + b  # (B, C, H, W)
         else:
             out.logits = task_output  # (B, K, classes)
-        return out
-
-    # -- the optimised path of issue 6 (bench/README.md): the same numbers, no input checks, options ------
-    def fast_extract(
-        self,
-        images: torch.Tensor,
-        k: int | None = None,
-        pack_scales: bool = False,
-        amp_dtype: torch.dtype | None = None,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """:meth:`extract` without input checks (no host sync), with the options of
-        :meth:`~mistlib.heatmap.HeatmapNet.fast_scores` (``pack_scales``, ``amp_dtype``).
-
-        Returns: heatmap (B, S, H, W) float32 and keypoints (B, K, 3) as (x, y, s).
-
-        Example:
-            >>> model, images = MIST(), torch.rand(2, 1, 80, 80)
-            >>> heatmap, keypoints = model.fast_extract(images, pack_scales=True)
-            >>> reference = model.extract(images)[0]
-            >>> keypoints.shape, torch.allclose(heatmap, reference, atol=1e-6)
-            (torch.Size([2, 9, 3]), True)
-        """
-        if type(self).extract is not MIST.extract:  # a baseline with its own extractor: use it as is
-            return self.extract(images, k)
-        heatmap = self.heatmap_net.fast_forward(images, pack_scales=pack_scales, amp_dtype=amp_dtype)
-        keypoints = _topk_extract(heatmap, self.config.k if k is None else k, self.scales, self.config.nms)
-        return heatmap, keypoints
-
-    def fast_run_task(
-        self, images: torch.Tensor, keypoints: torch.Tensor, amp_dtype: torch.dtype | None = None
-    ) -> MISTOutput:
-        """:meth:`run_task` without input checks (no host sync); ``amp_dtype`` runs the task network
-        under ``torch.autocast`` and casts its output back to float32, so that the sampler, the placement
-        of eq. (6) and the keypoint gradients stay in float32.
-
-        Args: images (B, C, H, W); keypoints (B, K, 3). Returns: :class:`MISTOutput` as :meth:`run_task`.
-
-        Example:
-            >>> model, images = MIST(), torch.rand(1, 1, 80, 80)
-            >>> keypoints = torch.tensor([[[40.0, 30.0, 20.0]] * 9])
-            >>> fast = model.fast_run_task(images, keypoints).reconstruction
-            >>> torch.allclose(fast, model.run_task(images, keypoints).reconstruction, atol=1e-6)
-            True
-        """
-        patches = _sample_patches(images, keypoints, self.config.patch_size)  # (B, K, C, P, P)
-        lead, shape = patches.shape[:2], patches.shape[2:]
-        flat = patches.reshape(-1, *shape)  # (B * K, C, P, P)
-        autocast = (
-            torch.autocast(images.device.type, dtype=amp_dtype) if amp_dtype is not None else nullcontext()
-        )
-        with autocast:
-            latent = self.task_net.encoder(flat)  # (B * K, D)
-            if isinstance(self.task_net, PatchAutoencoder):
-                decoded = self.task_net.decoder(latent)  # (B * K, C, P, P)
-            else:
-                decoded = self.task_net.head(latent)  # (B * K, classes)
-        task_output = decoded.float().reshape(*lead, *decoded.shape[1:])
-        out = MISTOutput(images.new_empty(0), keypoints, patches, task_output)
-        if self.config.task == "reconstruct":
-            b, size = self.config.background, (images.shape[-2], images.shape[-1])
-            placed = _place_patches(task_output - b, keypoints, size, self.config.composite)  # (B, C, H, W)
-            out.reconstruction = placed + b  # eq. (6), or its max
-        else:
-            out.logits = task_output  # (B, K, classes)
-        return out
-
-    def fast_forward(
-        self, images: torch.Tensor, pack_scales: bool = False, amp_dtype: torch.dtype | None = None
-    ) -> MISTOutput:
-        """:meth:`forward` through :meth:`fast_extract` and :meth:`fast_run_task` (fast inference).
-
-        Example:
-            >>> model = MIST().eval()
-            >>> with torch.no_grad():
-            ...     out = model.fast_forward(torch.rand(2, 1, 80, 80), pack_scales=True)
-            >>> out.heatmap.shape, out.reconstruction.shape
-            (torch.Size([2, 3, 80, 80]), torch.Size([2, 1, 80, 80]))
-        """
-        heatmap, keypoints = self.fast_extract(images, pack_scales=pack_scales, amp_dtype=amp_dtype)
-        out = self.fast_run_task(images, keypoints, amp_dtype=amp_dtype)
-        out.heatmap = heatmap
         return out
 
     def forward(self, images: torch.Tensor) -> MISTOutput:

@@ -73,11 +73,6 @@ def sample_patches(images: torch.Tensor, keypoints: torch.Tensor, size: int = 32
     check_images("images", images)
     check_keypoints("keypoints", keypoints, batch=images.shape[0])
     size = check_positive_int("size", size)
-    return _sample_patches(images, keypoints, size)
-
-
-def _sample_patches(images: torch.Tensor, keypoints: torch.Tensor, size: int) -> torch.Tensor:
-    """:func:`sample_patches` without input checks (no host sync), for the optimised lifting step."""
     batch, channels, height, width = images.shape
     k = keypoints.shape[1]
     keypoints = keypoints.to(images)
@@ -149,7 +144,8 @@ def place_patches(
     width = check_positive_int("image_size[1] (W)", image_size[1])
     if composite not in (None, *COMPOSITES):
         raise ValueError(f"composite must be None or one of {COMPOSITES}, got {composite!r}")
-    return _place_patches(patches, keypoints, (height, width), composite)
+    canvases, corner = local_canvases(patches, keypoints.to(patches))  # (B, K, C, L, L), (B, K, 2)
+    return _write_canvases(canvases, corner, (height, width), composite)
 
 
 def local_canvases(patches: torch.Tensor, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -184,39 +180,35 @@ def local_canvases(patches: torch.Tensor, keypoints: torch.Tensor) -> tuple[torc
     return out.view(batch, k, channels, side, side), corner.long()
 
 
-def _place_patches(
-    patches: torch.Tensor,
-    keypoints: torch.Tensor,
-    image_size: tuple[int, int],
-    composite: str | None = None,
+def _write_canvases(
+    canvases: torch.Tensor, corner: torch.Tensor, image_size: tuple[int, int], composite: str | None
 ) -> torch.Tensor:
-    """:func:`place_patches` without input checks: local canvases written into the image.
+    """Local canvases (B, K, C, L, L) with top-left pixels ``corner`` (B, K, 2) written into the image.
 
     The image is padded by ``L`` pixels on every side, so that every local canvas (its corner clamped to
     the padded frame) lands inside it; the padding is cropped away at the end. A composite scatters all K
-    canvases into one image (sum, or amax over a zero image); without one, each gets its own image.
+    canvases into one image (B, C, H, W) (sum, or amax over a zero image); without one, each gets its own
+    image (B, K, C, H, W).
     """
     height, width = image_size
-    batch, k, channels = patches.shape[:3]
-    canvases, corner = local_canvases(patches, keypoints.to(patches))  # (B, K, C, L, L), (B, K, 2)
-    side = canvases.shape[-1]
+    batch, k, channels, side = canvases.shape[:4]
     padded_w = width + 2 * side
     corner = (
         torch.stack([corner[..., 0].clamp(-side, height), corner[..., 1].clamp(-side, width)], -1) + side
     )  # (B, K, 2) in the padded frame
-    pixels = torch.arange(side, device=patches.device)
+    pixels = torch.arange(side, device=canvases.device)
     index = (corner[..., :1] + pixels)[..., :, None] * padded_w + (corner[..., 1:] + pixels)[..., None, :]
     index = index.flatten(2)  # (B, K, L * L) flat positions in the padded image
     area = (height + 2 * side) * padded_w
     if composite is None:  # one image per patch
-        out = patches.new_zeros(batch * k, channels, area)
+        out = canvases.new_zeros(batch * k, channels, area)
         src = canvases.reshape(batch * k, channels, side * side)
         out = out.scatter(2, index.reshape(batch * k, 1, -1).expand_as(src), src)
         out = out.view(batch, k, channels, height + 2 * side, padded_w)
     else:
         src = canvases.transpose(1, 2).reshape(batch, channels, k * side * side)  # (B, C, K * L * L)
         index = index.reshape(batch, 1, -1).expand_as(src)
-        out = patches.new_zeros(batch, channels, area)
+        out = canvases.new_zeros(batch, channels, area)
         if composite == "sum":
             out = out.scatter_add(2, index, src)
         else:

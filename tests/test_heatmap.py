@@ -189,8 +189,8 @@ def test_heatmapnet_has_one_trunk_shared_by_all_scales():
 
 def test_scale_maps_to_resize_factor_reference_over_scale():
     net = HeatmapNet(HeatmapConfig(scales=(10.0, 20.0, 40.0), reference_size=20.0))
-    seen = []
-    net.stem.register_forward_hook(lambda module, args, out: seen.append(tuple(args[0].shape[-2:])))
+    seen, trunk = [], net.trunk
+    net.trunk = lambda images: seen.append(tuple(images.shape[-2:])) or trunk(images)  # record each call
     with torch.no_grad():
         net(torch.rand(1, 1, 80, 80))
         net(torch.rand(1, 1, 37, 53))

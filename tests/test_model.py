@@ -92,15 +92,13 @@ def test_config_is_validated(field, value):
         dataclasses.replace(MISTConfig(), **{field: value})
 
 
-def test_extract_applies_the_configured_nms_on_both_paths():
+def test_extract_applies_the_configured_nms():
     torch.manual_seed(0)
     model = MIST(MISTConfig(heatmap_channels=8, heatmap_blocks=1, nms=5))
     images = torch.rand(2, 1, 80, 80)
     with torch.no_grad():
         heatmap, keypoints = model.extract(images)
-        fast = model.fast_extract(images)[1]
     assert torch.equal(keypoints, topk_extract(heatmap, 9, model.scales, nms=5))
-    assert torch.equal(fast, keypoints)
     apart = torch.cdist(keypoints[..., :2], keypoints[..., :2]) + 99 * torch.eye(9)  # (2, 9, 9)
     assert apart.min() > 2  # no two picks inside one 5 x 5 window
 
@@ -111,7 +109,7 @@ def test_max_composite_needs_a_zero_background():
 
 
 def test_max_composite_draws_overlapping_windows_once():
-    """Two windows on one digit: the sum draws its ink twice, the max once (and the fast path agrees)."""
+    """Two windows on one digit: the sum draws its ink twice, the max once."""
     images = torch.zeros(1, 1, 80, 80)
     images[0, 0, 32:48, 32:48] = 1.0
     keypoints = torch.tensor([[[40.0, 40.0, 20.0], [42.0, 40.0, 20.0]]])
@@ -122,9 +120,7 @@ def test_max_composite_draws_overlapping_windows_once():
         placed = place_patches(patches, keypoints, (80, 80))  # (1, 2, 1, 80, 80)
         by_sum = summed.run_task(images, keypoints).reconstruction
         by_max = maxed.run_task(images, keypoints).reconstruction
-        fast_max = maxed.fast_run_task(images, keypoints).reconstruction
     assert torch.allclose(by_sum, placed.sum(1)) and torch.allclose(by_max, placed.amax(1))
-    assert torch.allclose(fast_max, by_max, atol=1e-6)
     overlap = (placed > 0.05).all(1)  # (1, 1, 80, 80): pixels both windows draw
     assert bool(overlap.any()) and bool((by_sum[overlap] > by_max[overlap] + 0.05).all())
 
