@@ -60,8 +60,8 @@ import torch
 from mistlib.data import MNISTHard
 from mistlib.experiments import pretrained
 from mistlib.extract import topk_extract
+from mistlib.losses import reconstruct
 from mistlib.sampler import sample_patches
-from mistlib.tasks import reconstruct
 from mistlib.viz.pipeline import pipeline_diagram, show_patches, show_pipeline
 
 torch.manual_seed(0)

@@ -57,8 +57,8 @@ from IPython.display import display
 
 from mistlib.data import MNISTHard
 from mistlib.experiments import pretrained
+from mistlib.losses import histogram_loss_sq, multi_instance_loss, reconstruct, reconstruction_loss
 from mistlib.sampler import place_patches, sample_patches
-from mistlib.tasks import histogram_loss_sq, multi_instance_loss, reconstruct, reconstruction_loss
 from mistlib.viz.tasks import (
     label_histogram,
     reconstruction_widget,
@@ -123,7 +123,7 @@ with torch.no_grad():
 #   = \Big\| \mathbf{I} - \sum_{k=1}^{K} \mathcal{S}^{-1}(\mathbf{P}_k, \mathbf{x}_k) \Big\|_2^2 .$$
 #
 # Where windows overlap, the placed patches add up, so each decoded patch must leave room for its
-# neighbours' ink. `mistlib.tasks.reconstruction_loss` returns the mean over pixels rather than the sum,
+# neighbours' ink. `mistlib.losses.reconstruction_loss` returns the mean over pixels rather than the sum,
 # which only rescales the learning rate.
 #
 # **Our MNIST models combine the placed patches by a maximum instead.** The sum has a side effect during
@@ -313,11 +313,11 @@ print(f"with patches 1 and 2 only: H(q, p) = {float(two):.4f}")
 #
 # $$\mathcal{L}_{\text{sq}} = \tfrac12 \sum_c (p_c - q_c)^2 ,$$
 #
-# available as `mistlib.tasks.histogram_loss_sq` (the shipped checkpoints were trained with eq. 7). It is zero
-# at $\mathbf{p} = \mathbf{q}$ whatever the labels, bounded, and gentle: its gradient shrinks linearly near
-# the target and stays finite when some $p_c$ goes to zero, whereas the cross-entropy's $-\log p_c$ punishes a
-# missing class without limit. On the worked example, $\mathbf{p} - \mathbf{q} = (0.15, -0.15, 0.15, -0.15)$,
-# so $\mathcal{L}_{\text{sq}} = \tfrac12 \cdot 4 \cdot 0.0225 = 0.045$.
+# available as `mistlib.losses.histogram_loss_sq` (the shipped checkpoints were trained with eq. 7). It is
+# zero at $\mathbf{p} = \mathbf{q}$ whatever the labels, bounded, and gentle: its gradient shrinks linearly
+# near the target and stays finite when some $p_c$ goes to zero, whereas the cross-entropy's $-\log p_c$
+# punishes a missing class without limit. On the worked example, $\mathbf{p} - \mathbf{q} = (0.15, -0.15,
+# 0.15, -0.15)$, so $\mathcal{L}_{\text{sq}} = \tfrac12 \cdot 4 \cdot 0.0225 = 0.045$.
 
 # %%
 sq_hand = 0.5 * sum((p_c - q_c) ** 2 for p_c, q_c in zip(p_hand, q_hand, strict=True))

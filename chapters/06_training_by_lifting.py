@@ -47,10 +47,11 @@ from IPython.display import display
 
 from mistlib.data import MNISTHard
 from mistlib.experiments import checkpoint_dir, evaluate, pretrained
-from mistlib.extract import topk_extract
-from mistlib.lifting import LiftingConfig, LiftingTrainer, TrainingLog, lift_target
+from mistlib.extract import lift_target, topk_extract
+from mistlib.lifting import LiftingConfig, LiftingTrainer
 from mistlib.model import MIST, MISTConfig
 from mistlib.tables import PAPER
+from mistlib.traininglog import TrainingLog
 from mistlib.viz.training import (
     compare_methods,
     plot_losses,

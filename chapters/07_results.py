@@ -48,9 +48,9 @@ from IPython.display import display
 
 from mistlib.data import GaborNoise, MNISTEasy, MNISTHard
 from mistlib.experiments import METHODS, dataset_tensors, pretrained
+from mistlib.losses import reconstruct
 from mistlib.metrics import detection_metrics
 from mistlib.tables import PAPER, TABLES, load_results
-from mistlib.tasks import reconstruct
 from mistlib.viz.results import (
     compare_methods,
     correct_detections,
@@ -185,7 +185,7 @@ fig
 
 # %% [markdown]
 # The synthesis really is the placed patches, combined as the model's config says (here by their maximum)
-# — eq. (6) with `mistlib.tasks.reconstruct`:
+# — eq. (6) with `mistlib.losses.reconstruct`:
 
 # %%
 with torch.no_grad():

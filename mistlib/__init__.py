@@ -2,8 +2,10 @@
 
 The data flows through the modules in this order (one idea per module)::
 
-    data  ->  heatmap  ->  extract  ->  sampler  ->  tasks  ->  model  ->  lifting
-    I         h = H(I)     x = E_K(h)   P = S(I, x)  T(P), L_task          Algorithm 1
+    data  ->  heatmap  ->  extract  ->  sampler  ->  tasks  ->  losses  ->  model  ->  lifting
+    I         h = H(I)     x = E_K(h)   P = S(I, x)  T(P)      L_task                Algorithm 1
+
+(``compact`` holds smaller task networks for the CPU, ``presets`` names the model sizes.)
 
 Conventions (used everywhere: code, tests, chapters)
 ----------------------------------------------------

@@ -19,10 +19,11 @@ import torch
 from mistlib.baselines import ChannelwiseMIST, EndToEndConfig, EndToEndTrainer, GridMIST
 from mistlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mistlib.data import GaborConfig, GaborNoise, MNISTEasy, MNISTHard
-from mistlib.lifting import LiftingConfig, LiftingTrainer, TrainingLog
+from mistlib.lifting import LiftingConfig, LiftingTrainer
 from mistlib.metrics import RMSE, DetectionMetrics
 from mistlib.model import MIST, MISTConfig
 from mistlib.training import Trainer, resolve_device
+from mistlib.traininglog import TrainingLog
 
 DATASETS = {"mnist-easy": MNISTEasy, "mnist-hard": MNISTHard, "gabor": GaborNoise}
 METHODS = ("mist", "grid", "channelwise", "naive")

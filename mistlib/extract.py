@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 
 from mistlib.checks import (
     check_finite,
@@ -175,3 +176,33 @@ def target_heatmap(keypoints: torch.Tensor, scales: torch.Tensor, size: Sequence
     if num_scales > 1:
         flat = flat.scatter_add(1, (low + 1) * height * width + pixel, w_high)
     return flat.view(batch, num_scales, height, width)  # (B, S, H, W)
+
+
+def lift_target(
+    keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int], sigma: float
+) -> torch.Tensor:
+    """``h_bar = E_K^{-1}(x*)``: single points (sigma = 0) or Gaussian blobs with peak 1.
+
+    Args: keypoints (B, K, 3); scales (S,); size (H, W); sigma in pixels. Returns: (B, S, H, W).
+
+    Example:
+        >>> scales = torch.tensor([16.0, 24.0])
+        >>> target = lift_target(torch.tensor([[[5.0, 6.0, 20.0]]]), scales, (10, 10), sigma=0.0)
+        >>> target[0, :, 6, 5].tolist(), target.sum().item()
+        ([0.5, 0.5], 1.0)
+    """
+    return _blur_target(target_heatmap(keypoints, scales, size), sigma)  # (B, S, H, W)
+
+
+def _blur_target(target: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Each point of ``target`` (B, S, H, W) spread into a separable Gaussian of peak 1 (sigma > 0)."""
+    if sigma <= 0:
+        return target
+    radius = max(1, int(3 * sigma))
+    offsets = torch.arange(-radius, radius + 1, device=target.device, dtype=target.dtype)
+    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))  # (2r+1,), peak 1
+    channels = target.shape[1]
+    rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
+    cols = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
+    blurred = F.conv2d(F.pad(target, (0, 0, radius, radius)), rows, groups=channels)
+    return F.conv2d(F.pad(blurred, (radius, radius, 0, 0)), cols, groups=channels)

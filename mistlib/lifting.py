@@ -19,15 +19,14 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 
 from mistlib.checks import check_images, checks
-from mistlib.extract import target_heatmap
-from mistlib.model import MIST, MISTOutput
+from mistlib.extract import lift_target
+from mistlib.model import MIST
 from mistlib.training import TrainConfig, Trainer, resolve_device, step_generator
+from mistlib.traininglog import TrainingLog
 
 REFINE_RULES = ("scaled", "adam")  # stage-2 update rules (refine_keypoints)
 
@@ -92,20 +91,6 @@ def clamp_keypoints(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[i
     return torch.stack([x, y, s], dim=-1)
 
 
-def per_image_task_loss(
-    model: MIST, images: torch.Tensor, out: MISTOutput, labels: torch.Tensor | None
-) -> torch.Tensor:
-    """``L_task`` of each image, (B,): eq. (6) mean squared error or eq. (7) cross-entropy.
-
-    Example:
-        >>> from mistlib.model import MISTConfig
-        >>> model, images = MIST(MISTConfig()), torch.rand(2, 1, 80, 80)
-        >>> per_image_task_loss(model, images, model(images), None).shape
-        torch.Size([2])
-    """
-    return model.task_loss(images, out, labels, reduction="none")
-
-
 def scaled_step(grad: torch.Tensor, step: float) -> torch.Tensor:
     """Stage-2 update of the "scaled" rule: ``step * grad / rms(grad)``, each entry capped at ``2 * step``.
 
@@ -163,7 +148,7 @@ def refine_keypoints(
         for _ in range(iterations):
             x.grad = None
             # sum over images: each image's keypoints only see their own loss, whatever the batch size
-            per_image_task_loss(model, images, model.run_task(images, x), labels).sum().backward()
+            model.task_loss(images, model.run_task(images, x), labels, "none").sum().backward()
             with torch.no_grad():
                 if adam is not None:
                     adam.step()
@@ -174,36 +159,6 @@ def refine_keypoints(
         for parameter in frozen:
             parameter.requires_grad_(True)
     return x.detach()
-
-
-def lift_target(
-    keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int], sigma: float
-) -> torch.Tensor:
-    """``h_bar = E_K^{-1}(x*)``: single points (sigma = 0) or Gaussian blobs with peak 1.
-
-    Args: keypoints (B, K, 3); scales (S,); size (H, W); sigma in pixels. Returns: (B, S, H, W).
-
-    Example:
-        >>> scales = torch.tensor([16.0, 24.0])
-        >>> target = lift_target(torch.tensor([[[5.0, 6.0, 20.0]]]), scales, (10, 10), sigma=0.0)
-        >>> target[0, :, 6, 5].tolist(), target.sum().item()
-        ([0.5, 0.5], 1.0)
-    """
-    return _blur_target(target_heatmap(keypoints, scales, size), sigma)  # (B, S, H, W)
-
-
-def _blur_target(target: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Each point of ``target`` (B, S, H, W) spread into a separable Gaussian of peak 1 (sigma > 0)."""
-    if sigma <= 0:
-        return target
-    radius = max(1, int(3 * sigma))
-    offsets = torch.arange(-radius, radius + 1, device=target.device, dtype=target.dtype)
-    kernel = torch.exp(-(offsets**2) / (2 * sigma**2))  # (2r+1,), peak 1
-    channels = target.shape[1]
-    rows = kernel.view(1, 1, -1, 1).expand(channels, 1, -1, 1)
-    cols = kernel.view(1, 1, 1, -1).expand(channels, 1, 1, -1)
-    blurred = F.conv2d(F.pad(target, (0, 0, radius, radius)), rows, groups=channels)
-    return F.conv2d(F.pad(blurred, (radius, radius, 0, 0)), cols, groups=channels)
 
 
 def make_adam(parameters, lr: float, fused: bool = False) -> torch.optim.Adam:
@@ -252,7 +207,7 @@ def task_update(
     if per_patch and out.reconstruction is not None:
         loss = ((out.task_output - out.patches) ** 2).mean()
     else:
-        loss = per_image_task_loss(model, images, out, labels).mean()
+        loss = model.task_loss(images, out, labels, "none").mean()
     loss.backward()
     optimizer.step()
     return loss.detach()
@@ -284,7 +239,7 @@ def lift_terms(
         target = lift_target(refined, model.scales, tuple(images.shape[-2:]), sigma)  # (B, S, H, W)
         weights = torch.ones(images.shape[0], device=images.device)
         if weighting > 0:
-            refined_loss = per_image_task_loss(model, images, model.run_task(images, refined), labels)
+            refined_loss = model.task_loss(images, model.run_task(images, refined), labels, "none")
             weights = torch.exp(-weighting * refined_loss)
     return target, weights
 
@@ -385,12 +340,12 @@ class LiftingTrainer(Trainer):
         model, c = self.model, self.config
         with torch.no_grad():
             heatmap, keypoints = model.extract(images)
-            before = per_image_task_loss(model, images, model.run_task(images, keypoints), labels)
+            before = model.task_loss(images, model.run_task(images, keypoints), labels, "none")
         refined = self.refine(images, keypoints, labels)
         target, _ = lift_terms(model, images, refined, labels, c.target_sigma, 0.0)
         with torch.no_grad():
             out = model.run_task(images, refined)
-            after = per_image_task_loss(model, images, out, labels)
+            after = model.task_loss(images, out, labels, "none")
             lift = ((heatmap - target) ** 2).flatten(1).mean(1)  # (B,), eq. (14)
         output = out.reconstruction if out.reconstruction is not None else out.logits
         return {
@@ -441,69 +396,3 @@ class LiftingTrainer(Trainer):
         """Record :meth:`inspect` of these probe images into ``log`` every ``snapshot_every`` steps."""
         self.log = log
         self.probe = (images.to(self.device), None if labels is None else labels.to(self.device))
-
-
-class TrainingLog:
-    """Compact snapshots of lifting on fixed probe images, for chapter 6's step/stage scrubber.
-
-    Images, heatmaps and reconstructions are stored as uint8 (values in [0, 1] quantised to 1/255);
-    keypoints, logits and losses as float32. ``h_bar`` is not stored: it is ``lift_target(refined)``.
-
-    Example:
-        >>> log = TrainingLog({"run": "demo"})
-        >>> log.record(0, {"image": torch.rand(1, 1, 8, 8), "keypoints": torch.zeros(1, 2, 3)})
-        >>> len(log), log.snapshots[0]["image"].dtype, log.snapshot(0)["image"].dtype
-        (1, torch.uint8, torch.float32)
-    """
-
-    def __init__(self, meta: dict | None = None) -> None:
-        self.meta = dict(meta or {})
-        self.steps: list[int] = []
-        self.snapshots: list[dict[str, torch.Tensor]] = []
-
-    def record(self, step: int, inspected: dict[str, torch.Tensor]) -> None:
-        """Append one snapshot taken at ``step`` (the output of :meth:`LiftingTrainer.inspect`)."""
-        snapshot = {}
-        for name, value in inspected.items():
-            value = value.detach().cpu()
-            if name in ("image", "heatmap") or (name == "output" and value.dim() == 4):
-                value = (value.clamp(0, 1) * 255).round().to(torch.uint8)
-            elif name != "target":
-                value = value.float()
-            else:
-                continue
-            snapshot[name] = value
-        self.steps.append(step)
-        self.snapshots.append(snapshot)
-
-    def save(self, path: str | Path) -> None:
-        """Write the log atomically; it loads with ``torch.load(weights_only=True)``."""
-        from mistlib.checkpoint import save_checkpoint
-
-        save_checkpoint(
-            path,
-            state={"steps": self.steps, "snapshots": self.snapshots},
-            config={},
-            kind="log",
-            meta=self.meta,
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainingLog:
-        from mistlib.checkpoint import load_checkpoint
-
-        checkpoint = load_checkpoint(path, kind="log")
-        log = cls(checkpoint.get("meta"))
-        log.steps = list(checkpoint["state"]["steps"])
-        log.snapshots = list(checkpoint["state"]["snapshots"])
-        return log
-
-    def __len__(self) -> int:
-        return len(self.steps)
-
-    def snapshot(self, index: int) -> dict[str, torch.Tensor]:
-        """Snapshot ``index`` as floats in [0, 1] (images) and float32 tensors (everything else)."""
-        return {
-            name: value.float() / 255 if value.dtype == torch.uint8 else value
-            for name, value in self.snapshots[index].items()
-        }

@@ -17,14 +17,9 @@ from mistlib.checks import check_images, check_keypoints
 from mistlib.compact import compact_autoencoder, compact_classifier
 from mistlib.extract import check_nms, topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet
-from mistlib.sampler import sample_patches
-from mistlib.tasks import (
-    COMPOSITES,
-    PatchAutoencoder,
-    PatchClassifier,
-    multi_instance_loss,
-    reconstruct,
-)
+from mistlib.losses import multi_instance_loss, reconstruct
+from mistlib.sampler import COMPOSITES, sample_patches
+from mistlib.tasks import PatchAutoencoder, PatchClassifier
 
 Task = Literal["reconstruct", "classify"]
 TASK_NETWORKS = ("paper", "compact")  # MISTConfig.task_network

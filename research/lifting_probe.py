@@ -22,7 +22,7 @@ import torch
 from mistlib.baselines import EndToEndConfig, EndToEndTrainer
 from mistlib.data import MNISTHard
 from mistlib.experiments import dataset_tensors
-from mistlib.lifting import LiftingConfig, LiftingTrainer, per_image_task_loss, refine_keypoints
+from mistlib.lifting import LiftingConfig, LiftingTrainer, refine_keypoints
 from mistlib.model import MIST, MISTConfig
 from mistlib.training import batch_indices, step_generator
 
@@ -203,7 +203,7 @@ def probe_picks(warmup: int, full: bool, lr: float, windows: str, cache: str | N
 
     def loss(keypoints: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return per_image_task_loss(model, test_images, model.run_task(test_images, keypoints), None)
+            return model.task_loss(test_images, model.run_task(test_images, keypoints), None, "none")
 
     def distance(keypoints: torch.Tensor) -> float:
         return torch.cdist(keypoints[..., :2], ground_truth[..., :2]).min(-1).values.mean().item()

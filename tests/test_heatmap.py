@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mistlib.heatmap import HeatmapConfig, HeatmapNet, local_spatial_softmax, window_max
+from mistlib.heatmap import HeatmapConfig, HeatmapNet, local_spatial_softmax, window_max, window_sum
 
 
 def _softmax_oracle(scores: torch.Tensor, kernel_size: int, strength: float) -> torch.Tensor:
@@ -233,7 +233,23 @@ def test_heatmapnet_bad_input(images, match):
         net.scores(images)
 
 
-@pytest.mark.parametrize(("kernel", "padding"), [(15, 0), (5, 2), (1, 0), (3, 1)])
+@pytest.mark.parametrize(("kernel", "padding"), [(15, 0), (5, 2), (1, 0), (3, 1), (16, 0), (6, 3)])
 def test_window_max_is_max_pool(kernel, padding):
     x = torch.randn(2, 3, 20, 23, generator=torch.Generator().manual_seed(7))
     assert torch.equal(window_max(x, kernel, padding), F.max_pool2d(x, kernel, 1, padding))
+
+
+@pytest.mark.parametrize("kernel", [1, 2, 3, 7, 15, 16])
+def test_window_sum_is_a_box_filter(kernel):
+    x = torch.rand(2, 3, 20, 23, generator=torch.Generator().manual_seed(8), dtype=torch.float64)
+    torch.testing.assert_close(window_sum(x, kernel), F.avg_pool2d(x, kernel, 1) * kernel**2)
+
+
+def test_window_max_gradient_goes_to_the_window_maxima():
+    x = torch.randn(1, 2, 12, 13, generator=torch.Generator().manual_seed(9), requires_grad=True)
+    weights = torch.rand(1, 2, 8, 9, generator=torch.Generator().manual_seed(10))
+    (grad,) = torch.autograd.grad((window_max(x, 5) * weights).sum(), x)
+    (expected,) = torch.autograd.grad((F.max_pool2d(x, 5, 1) * weights).sum(), x)
+    torch.testing.assert_close(grad, expected)
+    with torch.no_grad():
+        assert torch.equal(window_max(x, 5), F.max_pool2d(x, 5, 1))  # the doubling path, same values

@@ -12,8 +12,8 @@ import pytest
 import torch
 from matplotlib.patches import Rectangle
 
+from mistlib.losses import multi_instance_loss, reconstruct, reconstruction_loss
 from mistlib.model import MIST, MISTConfig
-from mistlib.tasks import multi_instance_loss, reconstruct, reconstruction_loss
 from mistlib.viz.tasks import (
     label_histogram,
     placed_canvases,

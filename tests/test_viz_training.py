@@ -15,9 +15,13 @@ import torch.nn.functional as F  # noqa: E402
 from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from mistlib.extract import topk_extract  # noqa: E402
-from mistlib.lifting import LiftingConfig, LiftingTrainer, TrainingLog, lift_target  # noqa: E402
+from mistlib.extract import (
+    lift_target,  # noqa: E402
+    topk_extract,  # noqa: E402
+)
+from mistlib.lifting import LiftingConfig, LiftingTrainer  # noqa: E402
 from mistlib.model import MIST, MISTConfig  # noqa: E402
+from mistlib.traininglog import TrainingLog  # noqa: E402
 from mistlib.viz.training import (  # noqa: E402
     ACTIVE_COLOR,
     compare_methods,

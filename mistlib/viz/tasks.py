@@ -14,8 +14,7 @@ import torch
 from matplotlib.figure import Figure
 
 from mistlib.model import MIST
-from mistlib.sampler import place_patches
-from mistlib.tasks import COMPOSITES
+from mistlib.sampler import COMPOSITES, place_patches
 from mistlib.viz.extraction import _figure_widget
 from mistlib.viz.scenes import _draw_image, _draw_windows
 
@@ -59,7 +58,7 @@ def running_composite(canvases: torch.Tensor, composite: str = "sum") -> torch.T
     """The reconstruction from the first k placed patches, for every k: (K, C, H, W) -> (K, C, H, W).
 
     ``composite="sum"`` is eq. (6)'s running sum; ``"max"`` the running pixelwise maximum that
-    ``MISTConfig(composite="max")`` uses (see :func:`mistlib.tasks.reconstruct`).
+    ``MISTConfig(composite="max")`` uses (see :func:`mistlib.losses.reconstruct`).
 
     Example:
         >>> canvases = torch.tensor([1.0, 3.0, 2.0]).view(3, 1, 1, 1)

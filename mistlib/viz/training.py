@@ -2,7 +2,7 @@
 
 Pure functions that return a new :class:`~matplotlib.figure.Figure` (see :mod:`mistlib.viz`), plus
 :func:`training_scrubber_widget`, a thin :mod:`ipywidgets` control over :func:`show_lifting_stage` that scrubs
-through a recorded :class:`~mistlib.lifting.TrainingLog`. Keypoints are (x, y, s) in pixels: a window of
+through a recorded :class:`~mistlib.traininglog.TrainingLog`. Keypoints are (x, y, s) in pixels: a window of
 side ``s`` centred on ``(x, y)``, x right, y down.
 """
 
@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
-from mistlib.lifting import lift_target
+from mistlib.extract import lift_target
 from mistlib.viz.scenes import _draw_boxes, _draw_image, _draw_windows, _png_outputs
 
 BEFORE_COLOR = "#1f77b4"  # x = E_K(H(I)), the keypoints before stage 2
@@ -95,9 +95,10 @@ def show_lifting_stage(
 
     Args:
         snapshot: the output of :meth:`~mistlib.lifting.LiftingTrainer.inspect` or one
-            :meth:`~mistlib.lifting.TrainingLog.snapshot`: ``image`` (B, C, H, W), ``heatmap`` (B, S, H, W),
+            :meth:`~mistlib.traininglog.TrainingLog.snapshot`: ``image`` (B, C, H, W), ``heatmap``
+            (B, S, H, W),
             ``keypoints`` and ``refined`` (B, K, 3), ``output`` (B, C, H, W) or logits (B, K, classes), and
-            optionally ``target`` (B, S, H, W) (computed with :func:`~mistlib.lifting.lift_target` when
+            optionally ``target`` (B, S, H, W) (computed with :func:`~mistlib.extract.lift_target` when
             missing, as in a training log), ``task_before``, ``task_after``, ``lift`` (B,).
         stage: 1, 2 or 3.
         image: which image of the batch.
@@ -373,7 +374,7 @@ def training_scrubber_widget(
     size: float = 2.4,
     dpi: int = 90,
 ):
-    """A scrubber over a :class:`~mistlib.lifting.TrainingLog`: pick a snapshot, a stage and a probe image.
+    """A scrubber over a :class:`~mistlib.traininglog.TrainingLog`: pick a snapshot, a stage, a probe image.
 
     Returns an ``ipywidgets.VBox`` whose children are, in this order: ``step`` (an ``IntSlider`` over the
     snapshot index; the figure's title shows the real training step), ``stage`` (toggle buttons 1: task
@@ -390,7 +391,7 @@ def training_scrubber_widget(
         size: side of one panel in inches; dpi: resolution of the picture.
 
     Example:
-        >>> from mistlib.lifting import TrainingLog
+        >>> from mistlib.traininglog import TrainingLog
         >>> log = TrainingLog()
         >>> for step in (0, 50):
         ...     log.record(step, {"image": torch.rand(1, 1, 20, 20), "heatmap": torch.rand(1, 3, 20, 20),
