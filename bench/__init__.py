@@ -1,4 +1,6 @@
-"""Benchmarks of issue 6: the lifting step of Algorithm 1, plain fp32 eager vs optimised, side by side.
+"""Benchmarks of the lifting step of Algorithm 1: fp32 eager vs its speed switches, and the two presets.
 
-Run ``python -m bench.run --help``; results go to ``bench/results/`` and are tabulated in ``bench/README.md``.
+Run ``python -m bench.run --help`` (the step and its switches, inference, time to quality) or
+``python -m bench.presets`` (the paper and compact presets); results go to ``bench/results/`` and are
+tabulated in ``bench/README.md``.
 """
