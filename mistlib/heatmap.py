@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mistlib.checks import check_float, check_images, check_positive_int, check_rank
+from mistlib.checks import check_finite, check_float, check_images, check_positive_int, check_rank
 
 SOFTMAX_EPS = 1e-6  # added to the window sum of the local softmax, as in LF-Net and the authors' code
 
@@ -97,16 +97,6 @@ def window_sum(x: torch.Tensor, kernel_size: int) -> torch.Tensor:
     return _sliding(_sliding(x, kernel_size, -1, torch.add), kernel_size, -2, torch.add)
 
 
-def _local_softmax(scores: torch.Tensor, kernel_size: int, strength: float) -> torch.Tensor:
-    """:func:`local_spatial_softmax` without input checks (for trusted callers)."""
-    r = kernel_size // 2
-    padded = _replicate_pad(scores, r)  # (B, S, H + 2r, W + 2r): edge values repeated
-    local_max = window_max(padded, kernel_size)  # M(p): (B, S, H, W)
-    e = torch.exp(strength * (scores - local_max))  # e(p) in (0, 1], exactly 1 at every local maximum
-    window = window_sum(_replicate_pad(e, r), kernel_size)  # (B, S, H, W): the box sum of e
-    return e / (window + SOFTMAX_EPS)
-
-
 def local_spatial_softmax(
     scores: torch.Tensor, kernel_size: int = 15, strength: float = 10.0
 ) -> torch.Tensor:
@@ -147,9 +137,13 @@ def local_spatial_softmax(
     kernel_size = _check_kernel(kernel_size)
     if isinstance(strength, bool) or not isinstance(strength, int | float) or not strength > 0:
         raise ValueError(f"strength must be a positive number, got {strength!r}")
-    if not bool(torch.isfinite(scores).all()):
-        raise ValueError(f"scores contains NaN or infinite values (shape {tuple(scores.shape)})")
-    return _local_softmax(scores, kernel_size, float(strength))
+    check_finite("scores", scores)
+    r = kernel_size // 2
+    padded = _replicate_pad(scores, r)  # (B, S, H + 2r, W + 2r): edge values repeated
+    local_max = window_max(padded, kernel_size)  # M(p): (B, S, H, W)
+    e = torch.exp(strength * (scores - local_max))  # e(p) in (0, 1], exactly 1 at every local maximum
+    window = window_sum(_replicate_pad(e, r), kernel_size)  # (B, S, H, W): the box sum of e
+    return e / (window + SOFTMAX_EPS)
 
 
 @dataclass(frozen=True)
@@ -256,22 +250,6 @@ class HeatmapNet(nn.Module):
         x = F.relu(self.stem(_replicate_pad(images, 1)))  # (B, channels, h, w)
         return self.head(self.blocks(x))  # (B, 1, h, w)
 
-    def _scores(self, images: torch.Tensor) -> torch.Tensor:
-        height, width = images.shape[-2:]
-        maps = []
-        for factor in self.resize_factors():
-            size = (max(1, round(height * factor)), max(1, round(width * factor)))
-            resized = images
-            if size != (height, width):
-                resized = F.interpolate(
-                    images, size=size, mode="bilinear", align_corners=False, antialias=True
-                )
-            score = self.trunk(resized).float()  # (B, O, h_s, w_s); float32 under bf16 autocast too
-            if size != (height, width):
-                score = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)
-            maps.append(score)  # (B, O, H, W)
-        return torch.cat(maps, dim=1)  # (B, S * O, H, W)
-
     def scores(self, images: torch.Tensor) -> torch.Tensor:
         """Raw per-scale scores ``H_eta(I_s)`` upsampled to ``H x W``, before the local softmax.
 
@@ -286,7 +264,19 @@ class HeatmapNet(nn.Module):
             torch.Size([1, 3, 40, 40])
         """
         check_images("images", images, channels=self.config.in_channels)
-        return self._scores(images)
+        height, width = images.shape[-2:]
+        maps = []
+        for size in self.scale_sizes(height, width):
+            resized = images
+            if size != (height, width):
+                resized = F.interpolate(
+                    images, size=size, mode="bilinear", align_corners=False, antialias=True
+                )
+            score = self.trunk(resized).float()  # (B, O, h_s, w_s); float32 under bf16 autocast too
+            if size != (height, width):
+                score = F.interpolate(score, size=(height, width), mode="bilinear", align_corners=False)
+            maps.append(score)  # (B, O, H, W)
+        return torch.cat(maps, dim=1)  # (B, S * O, H, W)
 
     def scale_sizes(self, height: int, width: int) -> list[tuple[int, int]]:
         """The ``(h_s, w_s)`` the image is resized to for each scale (S entries), as :meth:`scores` does.
@@ -310,6 +300,5 @@ class HeatmapNet(nn.Module):
             >>> HeatmapNet()(torch.rand(2, 1, 80, 80)).shape
             torch.Size([2, 3, 80, 80])
         """
-        check_images("images", images, channels=self.config.in_channels)
         cfg = self.config
-        return _local_softmax(self._scores(images), cfg.softmax_kernel, cfg.softmax_strength)  # (B, S, H, W)
+        return local_spatial_softmax(self.scores(images), cfg.softmax_kernel, cfg.softmax_strength)

@@ -110,7 +110,7 @@ def test_local_softmax_gradcheck():
     [
         ({"scores": torch.zeros(1, 5, 5)}, r"scores must have shape \(B, S, H, W\), got shape \(1, 5, 5\)"),
         ({"scores": torch.zeros(1, 1, 5, 5, dtype=torch.int64)}, "scores must be a floating-point"),
-        ({"scores": torch.full((1, 1, 5, 5), float("nan"))}, "scores contains NaN"),
+        ({"scores": torch.full((1, 1, 5, 5), float("nan"))}, "scores contains 25 NaN"),
         ({"kernel_size": 4}, "kernel_size must be odd.*got 4"),
         ({"kernel_size": 0}, "kernel_size must be >= 1, got 0"),
         ({"kernel_size": 3.0}, "kernel_size must be an integer"),
