@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from mistlib.experiments import BUDGETS, DATASETS, METHODS, TASKS, evaluate, load_model, recipe, train
+from mistlib.presets import PRESETS
 
 CHECKPOINTS = Path("data/checkpoints")
 
@@ -25,7 +26,9 @@ def _train(args: argparse.Namespace) -> int:
     for name in ("steps", "batch_size", "device"):
         if getattr(args, name) is not None:
             overrides[name] = getattr(args, name)
-    experiment = recipe(args.task, args.data, args.method, budget=args.budget, seed=args.seed)
+    experiment = recipe(
+        args.task, args.data, args.method, budget=args.budget, preset=args.preset, seed=args.seed
+    )
     if args.train_size is not None:
         experiment.train_size = args.train_size
     experiment.train.update(overrides)
@@ -73,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", choices=list(DATASETS), default="mnist-hard")
     p.add_argument("--method", choices=METHODS, default="mist")
     p.add_argument("--budget", choices=BUDGETS, default="gpu", help="recipe size: gpu (full) or cpu (small)")
+    p.add_argument("--preset", choices=list(PRESETS), help="network size (default: the budget's own)")
     p.add_argument("--steps", type=int, help="optimisation steps (recipe default otherwise)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--train-size", type=int, help="number of generated training images")

@@ -22,6 +22,7 @@ from mistlib.data import GaborConfig, GaborNoise, MNISTEasy, MNISTHard
 from mistlib.lifting import LiftingConfig, LiftingTrainer
 from mistlib.metrics import RMSE, DetectionMetrics
 from mistlib.model import MIST, MISTConfig
+from mistlib.presets import PRESETS
 from mistlib.training import Trainer, resolve_device
 from mistlib.traininglog import TrainingLog
 
@@ -55,6 +56,7 @@ class Experiment:
     seed: int = 0  # seeds the data, the initial weights and the batch order
     model: MISTConfig = field(default_factory=MISTConfig)
     train: dict = field(default_factory=dict)  # overrides of the trainer config (steps, lr, ...)
+    preset: str | None = None  # model size of mistlib.presets applied by recipe(); None: the budget's own
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -66,13 +68,16 @@ class Experiment:
                 raise ValueError(f"{name} must be one of {', '.join(allowed)}; got {value!r}")
         if isinstance(self.model, dict):
             self.model = MISTConfig(**{k: tuple(v) if k == "scales" else v for k, v in self.model.items()})
+        if self.preset is not None and self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {self.preset!r}")
         if self.task == "classify" and self.data == "gabor":
             raise ValueError("data 'gabor' has no classes: only task 'reconstruct' applies to it")
 
     @property
     def name(self) -> str:
-        """The file stem of the shipped checkpoint, e.g. ``reconstruct-mnist-hard-mist``."""
-        return f"{self.task}-{self.data}-{self.method}"
+        """The file stem of the shipped checkpoint, e.g. ``reconstruct-mnist-hard-mist``; a preset adds its
+        name (``reconstruct-mnist-hard-mist-compact``)."""
+        return f"{self.task}-{self.data}-{self.method}" + (f"-{self.preset}" if self.preset else "")
 
     def trainer_config(self) -> LiftingConfig | EndToEndConfig:
         """The trainer config: ``LiftingConfig`` for "mist", else ``EndToEndConfig``, with ``seed`` and
@@ -84,14 +89,17 @@ class Experiment:
 BUDGETS = ("gpu", "cpu")
 
 
-def recipe(task: str, data: str, method: str, budget: str = "gpu", **overrides) -> Experiment:
+def recipe(
+    task: str, data: str, method: str, budget: str = "gpu", preset: str | None = None, **overrides
+) -> Experiment:
     """The settings we use for a table row; keyword overrides go to :class:`Experiment` fields.
 
     ``budget="gpu"`` is the full recipe (§8 networks, 6,000 steps of batch 32: minutes on a GPU).
     ``budget="cpu"`` is what a 2-core CPU can train in about a quarter of an hour per row: a slim heatmap
     network (16 channels, 2 blocks), batch 16, a few hundred steps, 2 keypoint iterations. It exists so
     that the shipped checkpoints could be made without a GPU; its numbers are far from the paper's and the
-    results files say which budget produced each row.
+    results files say which budget produced each row. ``preset`` (:data:`mistlib.presets.PRESETS`) swaps
+    the networks for a named size, e.g. ``"compact"``, keeping the budget's schedule.
 
     Example:
         >>> experiment = recipe("reconstruct", "gabor", "mist", seed=3)
@@ -106,6 +114,9 @@ def recipe(task: str, data: str, method: str, budget: str = "gpu", **overrides) 
         ('max', 'heatmap', 5)
         >>> recipe("classify", "mnist-hard", "mist").model.composite  # only MNIST reconstruction changes
         'sum'
+        >>> compact = recipe("reconstruct", "mnist-hard", "mist", budget="cpu", preset="compact")
+        >>> compact.name, compact.model.task_network, compact.model.reference_size, compact.model.nms
+        ('reconstruct-mnist-hard-mist-compact', 'compact', 8.0, 5)
     """
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}")
@@ -137,7 +148,11 @@ def recipe(task: str, data: str, method: str, budget: str = "gpu", **overrides) 
             # Gabor images hold 25 instances: a lifting step costs ~2.7x an MNIST one
             warmup, lifting = (300, 150) if data == "gabor" else (400, 300)
             train.update(warmup_steps=warmup, steps=warmup + lifting, refine_iterations=2, refine_step=1.0)
-    experiment = Experiment(task=task, data=data, method=method, model=model, train=train)
+    if preset is not None:
+        if preset not in PRESETS:
+            raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+        model = dataclasses.replace(model, **PRESETS[preset])
+    experiment = Experiment(task=task, data=data, method=method, model=model, train=train, preset=preset)
     return dataclasses.replace(experiment, **overrides)
 
 

@@ -150,3 +150,16 @@ def test_tiny_resume_through_the_cli_matches_an_uninterrupted_run(tmp_path, caps
     a = load_model(straight)[0].state_dict()
     b = load_model(parted)[0].state_dict()
     assert all(torch.equal(a[name], b[name]) for name in a)
+
+
+def test_cli_trains_a_compact_preset_under_its_own_name(tmp_path, capsys):
+    out = tmp_path / "compact.pt"
+    args = ["train", "--budget", "cpu", "--preset", "compact", "--steps", "3", "--batch-size", "4"]
+    assert main([*args, "--train-size", "8", "--eval-size", "4", "--out", str(out), "--device", "cpu"]) == 0
+    assert 0 < _last_json(capsys)["rmse"] < 1
+    model, experiment, meta = load_model(out)
+    assert experiment.name == "reconstruct-mnist-hard-mist-compact" and experiment.preset == "compact"
+    assert experiment.model.task_network == "compact" and model.task_net.encoder.latent_dim == 64
+    assert "--preset compact" in meta["command"]
+    with pytest.raises(ValueError, match="preset must be one of"):
+        recipe("reconstruct", "mnist-hard", "mist", preset="huge")
