@@ -1,11 +1,12 @@
 """Compact task networks for the CPU: a strided-convolution auto-encoder and classifier (§5, not §8).
 
-The §8 networks spend 73 MFLOPs on every 32 x 32 patch (3 ResNet blocks at each of 5 levels), so a lifting
-step of K = 9 patches per image, which runs the task network forward and backward several times, is
-dominated by them on a CPU. These replace the ResNet stages by one stride-2 convolution per level and the
-bottleneck by a small dense code (64 numbers by default), for about 2.3 MFLOPs a patch. They keep the
-contract of :class:`~mistlib.tasks.PatchAutoencoder` and :class:`~mistlib.tasks.PatchClassifier` (they
-*are* those classes, built from these parts), so the model, the trainer and the losses do not change.
+The §8 auto-encoder spends 73 MFLOPs on every 32 x 32 patch (3 ResNet blocks at each of 5 levels), so a
+lifting step of K = 9 patches per image, which runs the task network forward and backward several times,
+is dominated by it on a CPU. These replace the ResNet stages by one stride-2 convolution per level and the
+bottleneck by a small dense code (64 numbers by default): 3.7 MFLOPs a patch for the auto-encoder
+(``FlopCounterMode``). They keep the contract of :class:`~mistlib.tasks.PatchAutoencoder` and
+:class:`~mistlib.tasks.PatchClassifier` (they *are* those classes, built from these parts), so the model,
+the trainer and the losses do not change.
 """
 
 from __future__ import annotations
