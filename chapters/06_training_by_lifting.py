@@ -46,7 +46,8 @@ import torch
 from IPython.display import display
 
 from mistlib.data import MNISTHard
-from mistlib.experiments import checkpoint_dir, evaluate, pretrained
+from mistlib.evaluation import evaluate
+from mistlib.experiments import checkpoint_dir, pretrained
 from mistlib.extract import lift_target, topk_extract
 from mistlib.lifting import LiftingConfig, LiftingTrainer
 from mistlib.model import MIST, MISTConfig

@@ -128,12 +128,35 @@ def check_images(name: str, images: torch.Tensor, channels: int | None = None) -
         return
     check_rank(name, images, 4, "(B, C, H, W)")
     check_float(name, images)
+    if images.shape[0] == 0:
+        raise ValueError(
+            f"{name} is an empty batch (B = 0), shape {tuple(images.shape)}: pass at least one image"
+        )
     if channels is not None and images.shape[1] != channels:
         raise ValueError(
             f"{name} must have {channels} channel(s) (shape (B, {channels}, H, W)), "
             f"got shape {tuple(images.shape)}"
         )
     check_finite(name, images)
+
+
+def check_unit_range(name: str, images: torch.Tensor, slack: float = 1e-3) -> None:
+    """Raise unless every value of ``images`` lies in [0, 1] (within ``slack``): what MIST expects.
+
+    Example:
+        >>> check_unit_range("images", torch.tensor([0.0, 1.0]))
+        >>> check_unit_range("images", torch.tensor([0.0, 255.0]))
+        Traceback (most recent call last):
+        ...
+        ValueError: images must hold values in [0, 1], got values up to 255 (8-bit images: divide by 255)
+    """
+    if not _enabled or images.numel() == 0:
+        return
+    low, high = float(images.min()), float(images.max())
+    if low < -slack or high > 1 + slack:
+        hint = " (8-bit images: divide by 255)" if 1 + slack < high <= 255 + slack and low >= -slack else ""
+        value = f"down to {low:.4g}" if low < -slack else f"up to {high:.4g}"
+        raise ValueError(f"{name} must hold values in [0, 1], got values {value}{hint}")
 
 
 def check_keypoints(name: str, keypoints: torch.Tensor, batch: int | None = None) -> None:

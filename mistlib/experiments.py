@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -20,11 +19,9 @@ from mistlib.baselines import ChannelwiseMIST, EndToEndConfig, EndToEndTrainer, 
 from mistlib.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from mistlib.data import GaborConfig, GaborNoise, MNISTEasy, MNISTHard
 from mistlib.lifting import LiftingConfig, LiftingTrainer
-from mistlib.metrics import RMSE, DetectionMetrics
 from mistlib.model import MIST, MISTConfig
 from mistlib.presets import PRESETS
 from mistlib.training import Trainer, resolve_device
-from mistlib.traininglog import TrainingLog
 
 DATASETS = {"mnist-easy": MNISTEasy, "mnist-hard": MNISTHard, "gabor": GaborNoise}
 METHODS = ("mist", "grid", "channelwise", "naive")
@@ -234,75 +231,6 @@ def build_trainer(experiment: Experiment, model: MIST) -> Trainer:
     return EndToEndTrainer(model, experiment.task, config)
 
 
-def train(
-    experiment: Experiment,
-    out: str | Path,
-    resume: bool = False,
-    log_path: str | Path | None = None,
-    probe_size: int = 4,
-    command: str | None = None,
-) -> dict:
-    """Train an experiment and write its fp16 model checkpoint to ``out``.
-
-    A resumable checkpoint (weights, optimiser states, step) is kept at ``<out>.resume`` while training and
-    removed at the end; ``resume=True`` continues from it. With ``log_path`` (MIST only), the training log
-    of lifting snapshots on ``probe_size`` test images is written there. ``command``, the command line that
-    trains this experiment, is kept in the metadata so that tables can cite it.
-
-    Returns: the checkpoint's metadata (steps, wall time, device, final losses).
-
-    The training images ``(train_size, C, H, W)`` are generated and cached under the data directory
-    (:func:`mistlib.data.data_dir`); the example points that at a temporary folder and trains two steps.
-
-    Example:
-        >>> import os, tempfile
-        >>> from unittest import mock
-        >>> tiny = MISTConfig(k=4, task_width=2)
-        >>> settings = {"steps": 2, "batch_size": 2, "device": "cpu"}
-        >>> experiment = Experiment(data="gabor", method="grid", train_size=4, model=tiny, train=settings)
-        >>> with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, MIST_DATA_DIR=tmp):
-        ...     meta = train(experiment, Path(tmp) / "grid.pt")
-        ...     model, _, _ = load_model(Path(tmp) / "grid.pt", device="cpu")
-        >>> meta["steps"], len(meta["history"]), type(model).__name__
-        (2, 1, 'GridMIST')
-    """
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    resume_path = out.with_name(out.name + ".resume")
-    started = time.perf_counter()
-    dataset = make_dataset(experiment, "train", experiment.train_size)
-    images, _, labels, _ = dataset_tensors(dataset)
-    model = build_model(experiment)
-    trainer = build_trainer(experiment, model)
-    log = None
-    if log_path is not None and isinstance(trainer, LiftingTrainer):
-        probe = make_dataset(experiment, "test", probe_size, seed=12345)
-        probe_images, _, probe_labels, _ = dataset_tensors(probe)
-        log = TrainingLog({"experiment": experiment.name, "seed": experiment.seed})
-        trainer.record_to(log, probe_images, probe_labels if experiment.task == "classify" else None)
-        if not trainer.config.snapshot_every:  # about 60 snapshots over the run
-            trainer.config.snapshot_every = max(1, trainer.config.steps // 60)
-    if resume and resume_path.exists():
-        trainer.resume(resume_path)
-    trainer.fit(images, labels if experiment.task == "classify" else None, checkpoint=resume_path)
-    meta = {
-        "steps": trainer.step,
-        "wall_time_s": round(time.perf_counter() - started, 1),
-        "device": str(trainer.device),
-        "device_name": torch.cuda.get_device_name() if trainer.device.type == "cuda" else "cpu",
-        "torch": str(torch.__version__),
-        "final_losses": trainer.history[-1] if trainer.history else {},
-        "history": trainer.history,
-    }
-    if command is not None:
-        meta["command"] = command
-    save_model(out, experiment, trainer.model, meta)
-    if log is not None:
-        log.save(log_path)
-    resume_path.unlink(missing_ok=True)
-    return meta
-
-
 def checkpoint_dir() -> Path:
     """Where the shipped checkpoints live: ``$MIST_CHECKPOINTS`` if set, else ``data/checkpoints/``.
 
@@ -392,43 +320,3 @@ def load_model(path: str | Path, device: str = "auto") -> tuple[MIST, Experiment
             f"{path}: not a model checkpoint of this version of mistlib ({error})"
         ) from error
     return model.to(resolve_device(device)).eval(), experiment, checkpoint.get("meta", {})
-
-
-@torch.no_grad()
-def evaluate(
-    model: MIST, experiment: Experiment, size: int = 1000, seed: int = 1, batch_size: int = 100
-) -> dict:
-    """Metrics of Tables 1–2 on ``size`` fresh test images drawn with ``seed``.
-
-    Returns ``{"rmse", "iou50"}`` for reconstruction (``iou50`` shows localisation; for Gabor noise it is
-    measured against the impulses' boxes) and ``{"iou50", "classification", "both"}`` for classification:
-    floats (``None`` where undefined). The test images ``(size, C, H, W)`` are cached under the data
-    directory (:func:`mistlib.data.data_dir`); the example points that at a temporary folder.
-
-    Example:
-        >>> import os, tempfile
-        >>> from unittest import mock
-        >>> experiment = Experiment(data="gabor", method="grid", model=MISTConfig(k=4, task_width=2))
-        >>> with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, MIST_DATA_DIR=tmp):
-        ...     metrics = evaluate(build_model(experiment), experiment, size=2, batch_size=2)
-        >>> sorted(metrics), 0 <= metrics["rmse"] <= 1
-        (['iou50', 'rmse'], True)
-    """
-    dataset = make_dataset(experiment, "test", size, seed=seed)
-    images, boxes, labels, valid = dataset_tensors(dataset)
-    device = next(model.parameters()).device
-    rmse, detection = RMSE(), DetectionMetrics()
-    for start in range(0, size, batch_size):
-        batch = images[start : start + batch_size].to(device)
-        out = model(batch)
-        window = slice(start, start + batch_size)
-        gt = (boxes[window], labels[window], valid[window])
-        if out.reconstruction is not None:
-            rmse.update(batch, out.reconstruction.clamp(0, 1))
-            detection.update(out.keypoints.cpu(), None, *gt)
-        else:
-            detection.update(out.keypoints.cpu(), out.logits.cpu(), *gt)
-    results = detection.compute()
-    if experiment.task == "reconstruct":
-        return {"rmse": rmse.compute(), "iou50": results["iou50"]}
-    return {key: results[key] for key in ("iou50", "classification", "both")}

@@ -79,6 +79,10 @@ def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor, nms: int =
         [2.0, 5.0]
     """
     check_rank("heatmap", heatmap, 4, "(B, S, H, W)")
+    if heatmap.shape[0] == 0 or heatmap.shape[1] == 0:
+        raise ValueError(
+            f"heatmap must have at least one image and one scale, got shape {tuple(heatmap.shape)}"
+        )
     check_float("heatmap", heatmap)
     check_finite("heatmap", heatmap)
     batch, num_scales, height, width = heatmap.shape

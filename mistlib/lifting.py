@@ -17,18 +17,18 @@ normalised coordinates with 2 iterations.
 
 from __future__ import annotations
 
+import copy
 from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
 
 from mistlib.checks import check_images, checks
-from mistlib.extract import lift_target
+from mistlib.extract import lift_target, topk_extract
 from mistlib.model import MIST
+from mistlib.refine import REFINE_RULES, refine_keypoints
 from mistlib.training import TrainConfig, Trainer, resolve_device, step_generator
 from mistlib.traininglog import TrainingLog
-
-REFINE_RULES = ("scaled", "adam")  # stage-2 update rules (refine_keypoints)
 
 
 @dataclass
@@ -42,7 +42,7 @@ class LiftingConfig(TrainConfig):
         >>> LiftingConfig(refine_optimizer="sgd")
         Traceback (most recent call last):
         ...
-        ValueError: refine_optimizer must be one of ('scaled', 'adam'), got 'sgd'
+        ValueError: refine_optimizer must be one of ('scaled', 'adam', 'search'), got 'sgd'
     """
 
     lr_task: float = 1e-3  # Adam learning rate of the task network tau (stage 1)
@@ -57,6 +57,7 @@ class LiftingConfig(TrainConfig):
     warmup_windows: str = "random"  # warm-up windows: "random", or "heatmap": E_K of the (frozen) heatmap net
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
+    pick_ema: float = 0.0  # > 0: stage 1 picks x from a moving average of eta with this decay (a target net)
     snapshot_every: int = 0  # record the probe images into the training log every n steps (0: never)
     # Speed switches on the one step (all off: fp32 eager, what every chapter and shipped model uses)
     amp: bool = False  # bf16 autocast of both networks; heatmap, keypoints and losses stay float32
@@ -73,92 +74,6 @@ class LiftingConfig(TrainConfig):
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-
-
-def clamp_keypoints(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Keep (x, y) inside the image and s inside [scales[0], scales[-1]].
-
-    Args: keypoints (B, K, 3) as (x, y, s); scales (S,); size (H, W). Returns: (B, K, 3).
-
-    Example:
-        >>> clamp_keypoints(torch.tensor([[[-2.0, 85.0, 30.0]]]), torch.tensor([16.0, 25.0]), (80, 80))
-        tensor([[[ 0., 79., 25.]]])
-    """
-    height, width = size
-    x = keypoints[..., 0].clamp(0, width - 1)
-    y = keypoints[..., 1].clamp(0, height - 1)
-    s = keypoints[..., 2].clamp(float(scales[0]), float(scales[-1]))
-    return torch.stack([x, y, s], dim=-1)
-
-
-def scaled_step(grad: torch.Tensor, step: float) -> torch.Tensor:
-    """Stage-2 update of the "scaled" rule: ``step * grad / rms(grad)``, each entry capped at ``2 * step``.
-
-    The root mean square is taken over the whole tensor (all images, keypoints and coordinates), so a
-    coordinate with a typical gradient moves ``step`` pixels and one with a tiny gradient barely moves.
-
-    Example:
-        >>> scaled_step(torch.tensor([[3.0, 4.0, 0.0]]), step=1.0)
-        tensor([[1.0392, 1.3856, 0.0000]])
-    """
-    rms = grad.square().mean().sqrt().clamp_min(1e-12)
-    return (step * grad / rms).clamp(-2 * step, 2 * step)
-
-
-def refine_keypoints(
-    model: MIST,
-    images: torch.Tensor,
-    keypoints: torch.Tensor,
-    labels: torch.Tensor | None,
-    iterations: int,
-    step: float,
-    optimizer: str = "scaled",
-) -> torch.Tensor:
-    """Stage 2 of Algorithm 1: move the keypoints downhill on ``L_task`` with the task network frozen.
-
-    Two update rules, both with ``step`` in pixels:
-
-    * ``"scaled"``: a gradient step divided by the root-mean-square gradient of the whole batch, capped at
-      2 * step. A keypoint whose gradient is typical moves ``step`` pixels, one with no signal stays put.
-    * ``"adam"``: Adam restarted for every batch. Its first steps are ``step * sign(gradient)``: every
-      coordinate moves by the full step whatever the size of its gradient, so noise becomes motion.
-
-    Args:
-        images: (B, C, H, W); keypoints: (B, K, 3) the starting (x, y, s); labels: (B, L) or None.
-        iterations: N; step: pixels per iteration; optimizer: "scaled" or "adam".
-
-    Returns: (B, K, 3) the refined keypoints x*, detached, clamped to the image and the scale range.
-
-    Example:
-        >>> from mistlib.model import MISTConfig
-        >>> model, images = MIST(MISTConfig()), torch.rand(1, 1, 80, 80)
-        >>> start = torch.tensor([[[40.0, 40.0, 20.0]]])
-        >>> refine_keypoints(model, images, start, None, iterations=2, step=0.5).shape
-        torch.Size([1, 1, 3])
-    """
-    if optimizer not in REFINE_RULES:
-        raise ValueError(f"optimizer must be one of {REFINE_RULES}, got {optimizer!r}")
-    size = tuple(images.shape[-2:])
-    x = keypoints.detach().clone().requires_grad_(True)
-    adam = torch.optim.Adam([x], lr=step) if optimizer == "adam" else None
-    frozen = [p for p in model.task_net.parameters() if p.requires_grad]
-    for parameter in frozen:
-        parameter.requires_grad_(False)
-    try:
-        for _ in range(iterations):
-            x.grad = None
-            # sum over images: each image's keypoints only see their own loss, whatever the batch size
-            model.task_loss(images, model.run_task(images, x), labels, "none").sum().backward()
-            with torch.no_grad():
-                if adam is not None:
-                    adam.step()
-                else:
-                    x.sub_(scaled_step(x.grad, step))
-                x.copy_(clamp_keypoints(x, model.scales, size))
-    finally:
-        for parameter in frozen:
-            parameter.requires_grad_(True)
-    return x.detach()
 
 
 def make_adam(parameters, lr: float, fused: bool = False) -> torch.optim.Adam:
@@ -302,6 +217,9 @@ class LiftingTrainer(Trainer):
             "task": make_adam(model.task_net.parameters(), self.config.lr_task, fused),
             "heatmap": make_adam(model.heatmap_net.parameters(), self.config.lr_heatmap, fused),
         }
+        self.picker = None  # the moving-average copy of eta that picks the keypoints (pick_ema > 0)
+        if self.config.pick_ema > 0:
+            self.picker = copy.deepcopy(self.model.heatmap_net).requires_grad_(False)
         self.log: TrainingLog | None = None
         self.probe: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
@@ -374,6 +292,12 @@ class LiftingTrainer(Trainer):
             elif warming_up:  # the heatmap's own picks, eta frozen: stage 1 alone
                 with torch.no_grad():
                     keypoints = model.extract(images)[1]
+            elif self.picker is not None:  # picks from the moving average, regression on eta itself
+                heatmap = model.heatmap_net(images)  # (B, S, H, W)
+                with torch.no_grad():
+                    keypoints = topk_extract(
+                        self.picker(images), model.config.k, model.scales, model.config.nms
+                    )
             else:  # eta does not change before stage 3: this forward pass (kept for its gradient) serves both
                 heatmap, keypoints = model.extract(images)  # (B, S, H, W), (B, K, 3)
                 keypoints = keypoints.detach()
@@ -388,9 +312,26 @@ class LiftingTrainer(Trainer):
             sigma, weighting = config.target_sigma, config.lift_weighting
             target, weights = lift_terms(model, images, refined, labels, sigma, weighting)
             lift = heatmap_regression(self.optimizers["heatmap"], heatmap, target, weights)
+            if self.picker is not None:
+                with torch.no_grad():
+                    pairs = zip(self.picker.parameters(), model.heatmap_net.parameters(), strict=True)
+                    for average, live in pairs:
+                        average.lerp_(live, 1 - config.pick_ema)
             moved = (refined[..., :2] - keypoints[..., :2]).norm(dim=-1).mean()
         task, lift, moved = torch.stack([task, lift, moved.detach()]).tolist()  # one read from the device
         return {"task": task, "lift": lift, "moved_px": moved}
+
+    def state_dict(self) -> dict:
+        """The base trainer's state, plus the moving-average picker when there is one."""
+        state = super().state_dict()
+        if self.picker is not None:
+            state["picker"] = self.picker.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        super().load_state_dict(state)
+        if self.picker is not None:
+            self.picker.load_state_dict(state["picker"])
 
     def record_to(self, log: TrainingLog, images: torch.Tensor, labels: torch.Tensor | None = None) -> None:
         """Record :meth:`inspect` of these probe images into ``log`` every ``snapshot_every`` steps."""

@@ -24,9 +24,25 @@ import math
 import torch
 from scipy.optimize import linear_sum_assignment
 
-from mistlib.checks import check_float, check_keypoints, check_rank, check_tensor
+from mistlib.checks import check_finite, check_float, check_keypoints, check_rank, check_tensor
 
 IOU_THRESHOLD = 0.5  # §7.2: "assign it as a match if the IoU score is over 50%"
+
+
+def check_iou_threshold(value: float) -> float:
+    """Refuse an IoU threshold outside (0, 1] (NaN included): no match could be counted, or all would be.
+
+    Example:
+        >>> check_iou_threshold(2.0)
+        Traceback (most recent call last):
+        ...
+        ValueError: iou_threshold must be a number in (0, 1], got 2.0
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ValueError(f"iou_threshold must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
 COUNTS = ("images", "instances", "matched_iou50", "labelled", "label_overlap", "matched_both")
 
 
@@ -57,6 +73,7 @@ def _check_boxes(name: str, boxes: torch.Tensor) -> None:
     if boxes.shape[-1] != 4:
         raise ValueError(f"{name} must have shape (N, 4) as xyxy, got shape {tuple(boxes.shape)}")
     check_float(name, boxes)
+    check_finite(name, boxes)
 
 
 def box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -96,6 +113,8 @@ def _squared_error(images: torch.Tensor, reconstructions: torch.Tensor) -> tuple
         raise ValueError(f"reconstructions must have shape {list(images.shape)}, got {reconstructions.shape}")
     check_float("images", images)
     check_float("reconstructions", reconstructions)
+    check_finite("images", images)
+    check_finite("reconstructions", reconstructions)
     if images.numel() == 0:
         raise ValueError("images is empty: RMSE needs at least one pixel")
     diff = reconstructions.detach().double() - images.detach().to(reconstructions.device).double()
@@ -197,6 +216,7 @@ def match_boxes(
     """
     _check_boxes("det_boxes", det_boxes)
     _check_boxes("gt_boxes", gt_boxes)
+    check_iou_threshold(iou_threshold)
     if (det_labels is None) != (gt_labels is None):
         raise ValueError("det_labels and gt_labels must be given together (or neither)")
     iou = box_iou(gt_boxes.detach().cpu().double(), det_boxes.detach().cpu().double())  # (L, K)
@@ -269,6 +289,7 @@ def detection_metrics(
     if gt_boxes.shape[0] != batch or gt_boxes.shape[-1] != 4:
         raise ValueError(f"gt_boxes must have shape ({batch}, L, 4) as xyxy, got {tuple(gt_boxes.shape)}")
     check_float("gt_boxes", gt_boxes)
+    check_iou_threshold(iou_threshold)
     shape = tuple(gt_boxes.shape[:2])  # (B, L)
     if valid is None:
         valid = torch.ones(shape, dtype=torch.bool)
@@ -276,6 +297,7 @@ def detection_metrics(
     if valid.dtype != torch.bool or tuple(valid.shape) != shape:
         raise ValueError(f"valid must be a bool tensor of shape {shape}, got {valid.dtype} {valid.shape}")
     valid = valid.detach().cpu()
+    check_finite("gt_boxes (valid entries)", gt_boxes.detach().cpu()[valid])
     if logits is not None:
         check_rank("logits", logits, 3, "(B, K, C)")
         if tuple(logits.shape[:2]) != (batch, k):
@@ -319,7 +341,7 @@ class DetectionMetrics:
     """
 
     def __init__(self, iou_threshold: float = IOU_THRESHOLD) -> None:
-        self.iou_threshold = iou_threshold
+        self.iou_threshold = check_iou_threshold(iou_threshold)
         self.reset()
 
     def reset(self) -> None:

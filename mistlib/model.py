@@ -7,13 +7,14 @@ patch sampler ``S``. Training it is the job of :mod:`mistlib.lifting` (Algorithm
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 from torch import nn
 
-from mistlib.checks import check_images, check_keypoints
+from mistlib.checks import check_images, check_keypoints, check_positive_int, check_unit_range
 from mistlib.compact import compact_autoencoder, compact_classifier
 from mistlib.extract import check_nms, topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet
@@ -65,7 +66,19 @@ class MISTConfig:
     def __post_init__(self) -> None:
         if self.task not in ("reconstruct", "classify"):
             raise ValueError(f"task must be 'reconstruct' or 'classify', got {self.task!r}")
-        if self.k < 1 or self.k > self.image_size**2:
+        for name in ("image_size", "in_channels", "k", "patch_size", "heatmap_channels", "heatmap_blocks"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("task_width", "task_code", "num_classes", "softmax_kernel"):
+            check_positive_int(name, getattr(self, name))
+        for name in ("reference_size", "softmax_strength", "background"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+        if self.reference_size <= 0 or self.softmax_strength <= 0:
+            raise ValueError("reference_size and softmax_strength must be positive")
+        if not all(isinstance(s, (int, float)) and math.isfinite(s) for s in self.scales):
+            raise ValueError(f"scales must be finite numbers, got {self.scales!r}")
+        if self.k > self.image_size**2:
             raise ValueError(f"k must be in [1, image_size**2 = {self.image_size**2}], got {self.k}")
         if self.task_network not in TASK_NETWORKS:
             raise ValueError(f"task_network must be one of {TASK_NETWORKS}, got {self.task_network!r}")
@@ -168,16 +181,34 @@ class MIST(nn.Module):
         """(S,) the scale space as a tensor on the model's device."""
         return self.heatmap_net.scales
 
+    def prepare(self, images: torch.Tensor) -> torch.Tensor:
+        """Check that ``images`` are (B, C, H, W) floats in [0, 1] with C channels; cast float64 to float32.
+
+        Example:
+            >>> MIST().prepare(torch.rand(1, 1, 80, 80, dtype=torch.float64)).dtype
+            torch.float32
+            >>> MIST().prepare(torch.zeros(0, 1, 80, 80))
+            Traceback (most recent call last):
+            ...
+            ValueError: images is an empty batch (B = 0), shape (0, 1, 80, 80): pass at least one image
+        """
+        check_images("images", images, self.config.in_channels)
+        check_unit_range("images", images)
+        if images.dtype == torch.float64:
+            images = images.float()
+        return images
+
     def extract(self, images: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``h = H_eta(I)`` and ``x = E_K(h)``.
 
         Args:
-            images: (B, C, H, W) floats in [0, 1].
+            images: (B, C, H, W) floats in [0, 1] (float64 is cast to the model's float32).
             k: number of patches; the config's ``k`` when None.
 
         Returns:
             heatmap (B, S, H, W) and keypoints (B, K, 3) as (x, y, s).
         """
+        images = self.prepare(images)
         heatmap = self.heatmap_net(images)  # (B, S, H, W)
         keypoints = topk_extract(heatmap, self.config.k if k is None else k, self.scales, self.config.nms)
         return heatmap, keypoints
@@ -189,7 +220,7 @@ class MIST(nn.Module):
             images: (B, C, H, W); keypoints: (B, K, 3) as (x, y, s). Differentiable w.r.t. both,
             which is what stage 2 of lifting needs.
         """
-        check_images("images", images, self.config.in_channels)
+        images = self.prepare(images)
         check_keypoints("keypoints", keypoints, batch=images.shape[0])
         patches = sample_patches(images, keypoints, size=self.config.patch_size)  # (B, K, C, P, P)
         task_output = self.task_net(patches).float()  # float32 also under a bf16 autocast

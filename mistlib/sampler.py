@@ -148,7 +148,9 @@ def place_patches(
     return _write_canvases(canvases, corner, (height, width), composite)
 
 
-def local_canvases(patches: torch.Tensor, keypoints: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def local_canvases(
+    patches: torch.Tensor, keypoints: torch.Tensor, frame: tuple[torch.Tensor, int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Each patch resampled onto the ``L x L`` pixels around its window, and where those pixels are.
 
     Canvas pixel ``(r, c)`` can read patch ``k`` only if ``|c - x| < s/2 + s/(2P)`` (the window plus the
@@ -156,7 +158,8 @@ def local_canvases(patches: torch.Tensor, keypoints: torch.Tensor) -> tuple[torc
     ``L = ceil(s_max (1 + 1/P)) + 2`` pixels from ``floor(x - s_max (1 + 1/P) / 2)`` on hold every pixel
     the patch reaches, ``s_max`` being the largest ``s`` of the batch (one read of it from the device).
 
-    Args: patches (B, K, C, P, P); keypoints (B, K, 3) as (x, y, s), same dtype.
+    Args: patches (B, K, C, P, P); keypoints (B, K, 3) as (x, y, s), same dtype; frame: optionally the
+    corners (B, K, 2) and side ``L`` of canvases chosen by the caller (they must hold each window).
 
     Returns: canvases (B, K, C, L, L) and corners (B, K, 2) int64: (row, column) of each canvas' top-left
     pixel in the image (it may lie outside the image).
@@ -168,9 +171,12 @@ def local_canvases(patches: torch.Tensor, keypoints: torch.Tensor) -> tuple[torc
     """
     batch, k, channels, size, _ = patches.shape
     x, y, s = keypoints.unbind(-1)  # (B, K) each
-    half = float(s.detach().max()) * (1 + 1 / size) / 2
-    side = math.ceil(2 * half) + 2  # L
-    corner = torch.stack([(y - half).floor(), (x - half).floor()], -1).detach()  # (B, K, 2) (row, col)
+    if frame is None:
+        half = float(s.detach().max()) * (1 + 1 / size) / 2
+        side = math.ceil(2 * half) + 2  # L
+        corner = torch.stack([(y - half).floor(), (x - half).floor()], -1).detach()  # (B, K, 2) (row, col)
+    else:
+        corner, side = frame[0].to(patches.dtype), frame[1]
     pixels = torch.arange(side, device=patches.device, dtype=patches.dtype)  # (L,)
     u = 2 * (corner[..., 1:] + pixels - x[..., None]) / s[..., None]  # (B, K, L) columns, normalised
     v = 2 * (corner[..., :1] + pixels - y[..., None]) / s[..., None]  # (B, K, L) rows
@@ -178,6 +184,38 @@ def local_canvases(patches: torch.Tensor, keypoints: torch.Tensor) -> tuple[torc
     flat = patches.reshape(batch * k, channels, size, size)  # (B * K, C, P, P)
     out = _bilinear(flat, grid.reshape(batch * k, side, side, 2))  # (B * K, C, L, L): S^{-1} of eq. (6)
     return out.view(batch, k, channels, side, side), corner.long()
+
+
+def read_frames(images: torch.Tensor, corner: torch.Tensor, side: int) -> torch.Tensor:
+    """The ``side x side`` pixels of ``images`` from each top-left ``corner``, zero outside the image.
+
+    Args: images (B, C, H, W) or (B, K, C, H, W) (one image per frame); corner (B, K, 2) int64 (row, col).
+
+    Returns: (B, K, C, side, side); :func:`local_canvases` and :func:`place_patches` write such frames.
+
+    Example:
+        >>> read_frames(torch.arange(9.0).view(1, 1, 3, 3), torch.tensor([[[-1, 1]]]), 2)[0, 0, 0]
+        tensor([[0., 0.],
+                [1., 2.]])
+    """
+    height, width = images.shape[-2:]
+    batch, k = corner.shape[:2]
+    padded = F.pad(images, (side, side, side, side))  # zeros around the image
+    padded_w = width + 2 * side
+    row = corner[..., 0].clamp(-side, height) + side
+    col = corner[..., 1].clamp(-side, width) + side
+    pixels = torch.arange(side, device=images.device)
+    index = (
+        (row[..., None] + pixels)[..., :, None] * padded_w + (col[..., None] + pixels)[..., None, :]
+    ).flatten(2)
+    channels = images.shape[-3]
+    if images.dim() == 4:  # (B, C, area) read at (B, 1, K * L * L)
+        flat = padded.flatten(2)
+        out = flat.gather(2, index.reshape(batch, 1, -1).expand(batch, channels, -1))
+        return out.view(batch, channels, k, side, side).transpose(1, 2)
+    flat = padded.flatten(3)  # (B, K, C, area)
+    out = flat.gather(3, index[:, :, None].expand(batch, k, channels, -1))
+    return out.view(batch, k, channels, side, side)
 
 
 def _write_canvases(

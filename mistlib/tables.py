@@ -12,7 +12,9 @@ import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
-from mistlib.experiments import evaluate, load_model, recipe, train
+from mistlib.evaluation import evaluate
+from mistlib.experiments import load_model, recipe
+from mistlib.runs import train
 
 # The paper's numbers (Table 1: RMSE; Table 2: fractions). None where the paper has no entry.
 PAPER = {
@@ -105,7 +107,10 @@ def reproduce(
         command = f"python -m mistlib train --task {task} --data {data} --method {method}"
         if budget != "gpu":
             command += f" --budget {budget}"
-        if steps is not None:
+        if steps is not None:  # a mist row keeps its recipe's share of warm-up steps
+            if "warmup_steps" in experiment.train:
+                share = experiment.train["warmup_steps"] / experiment.train["steps"]
+                experiment.train["warmup_steps"] = int(steps * share)
             experiment.train["steps"] = steps
             command += f" --steps {steps}"
         if train_size is not None:

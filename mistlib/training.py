@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -36,7 +39,35 @@ class TrainConfig:
     seed: int = 0  # seeds the batch order and every random draw of a step
     device: str = "auto"  # "auto" (CUDA when present, else CPU), "cpu" or "cuda"
     checkpoint_every: int = 500  # steps between checkpoints when fit() is given a path (0: only at the end)
+    checkpoint_minutes: float = 0.0  # also save when this many minutes passed since the last save (0: never)
     log_every: int = 50  # steps between entries of the loss history
+
+    def __post_init__(self) -> None:
+        for name in ("steps", "batch_size", "log_every"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if isinstance(self.checkpoint_every, bool) or not isinstance(self.checkpoint_every, int):
+            raise ValueError(f"checkpoint_every must be an integer, got {self.checkpoint_every!r}")
+        if self.checkpoint_every < 0 or not self.checkpoint_minutes >= 0:
+            raise ValueError("checkpoint_every and checkpoint_minutes must be >= 0")
+
+
+class TrainingInterrupted(KeyboardInterrupt):
+    """Ctrl-C (SIGINT) stopped :meth:`Trainer.fit` between two steps, after saving its checkpoint.
+
+    ``step`` is the number of steps done; ``checkpoint`` the resumable file written (None without one).
+
+    Example:
+        >>> error = TrainingInterrupted(12, "run.pt.resume")
+        >>> str(error), isinstance(error, KeyboardInterrupt)
+        ('interrupted after step 12; saved run.pt.resume', True)
+    """
+
+    def __init__(self, step: int, checkpoint: str | Path | None) -> None:
+        saved = f"; saved {checkpoint}" if checkpoint is not None else " (no checkpoint path: nothing saved)"
+        super().__init__(f"interrupted after step {step}{saved}")
+        self.step, self.checkpoint = step, checkpoint
 
 
 def resolve_device(device: str) -> torch.device:
@@ -122,6 +153,8 @@ class Trainer:
         self.history: list[dict[str, float]] = []  # mean losses, one entry every log_every steps
         self._window: dict[str, float] = {}  # loss sums since the last history entry
         self._window_steps = 0
+        self.elapsed_s = 0.0  # seconds spent in fit() over every segment of the run (kept by resume)
+        self.meta: dict = {}  # stored with every checkpoint save() writes (e.g. the experiment it trains)
 
     # -- what a subclass provides --------------------------------------------------------------------
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
@@ -142,6 +175,7 @@ class Trainer:
             "history": [dict(entry) for entry in self.history],
             "window": dict(self._window),
             "window_steps": self._window_steps,
+            "elapsed_s": self.elapsed_s,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -152,6 +186,7 @@ class Trainer:
         self.history = [dict(entry) for entry in state["history"]]
         self._window = dict(state["window"])
         self._window_steps = int(state["window_steps"])
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
 
     def save(self, path: str | Path, meta: dict | None = None) -> None:
         """Write a resumable checkpoint atomically (temp file + rename)."""
@@ -160,13 +195,14 @@ class Trainer:
             state=self.state_dict(),
             config={"model": asdict(self.model.config), "train": asdict(self.config)},
             kind=self.kind,
-            meta=meta,
+            meta={**self.meta, **(meta or {})},
         )
 
-    def resume(self, path: str | Path) -> None:
-        """Continue from a checkpoint written by :meth:`save` of the same kind of trainer."""
+    def resume(self, path: str | Path) -> dict:
+        """Continue from a checkpoint that :meth:`save` of this kind of trainer wrote; returns its meta."""
         checkpoint = load_checkpoint(path, kind=self.kind, map_location=self.device)
         self.load_state_dict(checkpoint["state"])
+        return checkpoint.get("meta") or {}
 
     # -- the loop ---------------------------------------------------------------------------------------
     def fit(
@@ -181,7 +217,9 @@ class Trainer:
         Args:
             images: (N, C, H, W) the training set, moved to the model's device once.
             labels: (N, L) int64 padded with -1 (classification), or None.
-            checkpoint: where to save every ``checkpoint_every`` steps and at the end (atomic writes).
+            checkpoint: where to save every ``checkpoint_every`` steps (or ``checkpoint_minutes``), at the
+                end, and when Ctrl-C stops the run (atomic writes). Ctrl-C (SIGINT, when ``fit`` runs in
+                the main thread) ends the current step first, then raises :class:`TrainingInterrupted`.
             steps: total number of steps to reach; lets a caller stop early to test resuming. History
                 entries still close every ``log_every`` steps and at ``config.steps`` only, so a run stopped
                 early and resumed logs exactly what an uninterrupted run logs.
@@ -194,9 +232,31 @@ class Trainer:
         labels = None if labels is None else labels.to(device)
         quiet = not sys.stderr.isatty() or os.environ.get("MIST_QUIET") == "1"
         bar = tqdm(total=total, initial=self.step, disable=quiet, desc=self.kind, dynamic_ncols=True)
-        while self.step < total:
+        interrupted = threading.Event()
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, lambda *_: interrupted.set())
+        try:
+            self._loop(images, labels, total, checkpoint, bar, interrupted)
+        finally:
+            bar.close()
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        if interrupted.is_set():
+            if checkpoint is not None:
+                self.save(checkpoint)
+            raise TrainingInterrupted(self.step, checkpoint)
+        if checkpoint is not None:
+            self.save(checkpoint)
+        return self.history
+
+    def _loop(self, images, labels, total: int, checkpoint, bar, interrupted: threading.Event) -> None:
+        """The steps of :meth:`fit` until ``total`` or an interrupt, with their logging and saving."""
+        last_save = time.monotonic()
+        while self.step < total and not interrupted.is_set():
+            started = time.perf_counter()
             index = batch_indices(images.shape[0], self.config.batch_size, self.config.seed, self.step)
-            index = index.to(device)
+            index = index.to(images.device)
             losses = self.train_step(images[index], None if labels is None else labels[index])
             for name, value in losses.items():
                 if not math.isfinite(value):
@@ -210,10 +270,10 @@ class Trainer:
                 self.history.append(entry)
                 bar.set_postfix({k: f"{v:.4f}" for k, v in entry.items() if k != "step"})
                 self._window, self._window_steps = {}, 0
-            every = self.config.checkpoint_every
-            if checkpoint is not None and every and self.step % every == 0:
+            self.elapsed_s += time.perf_counter() - started
+            every, minutes = self.config.checkpoint_every, self.config.checkpoint_minutes
+            late = minutes and time.monotonic() - last_save >= 60 * minutes
+            due = (every and self.step % every == 0) or late
+            if checkpoint is not None and due:
                 self.save(checkpoint)
-        bar.close()
-        if checkpoint is not None:
-            self.save(checkpoint)
-        return self.history
+                last_save = time.monotonic()

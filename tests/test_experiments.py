@@ -140,7 +140,7 @@ def test_tiny_resume_through_the_cli_matches_an_uninterrupted_run(tmp_path, caps
     # a run "killed" after 2 steps leaves its resumable checkpoint; --resume continues it to step 4
     from mistlib.experiments import build_model, build_trainer, dataset_tensors, make_dataset
 
-    experiment = recipe("reconstruct", "mnist-hard", "naive", train_size=8)
+    experiment = recipe("reconstruct", "mnist-hard", "naive", budget="cpu", train_size=8)
     experiment.train.update(steps=4, batch_size=2, device="cpu")
     trainer = build_trainer(experiment, build_model(experiment))
     trainer.fit(
@@ -154,11 +154,11 @@ def test_tiny_resume_through_the_cli_matches_an_uninterrupted_run(tmp_path, caps
 
 def test_cli_trains_a_compact_preset_under_its_own_name(tmp_path, capsys):
     out = tmp_path / "compact.pt"
-    args = ["train", "--budget", "cpu", "--preset", "compact", "--steps", "3", "--batch-size", "4"]
+    args = ["train", "--method", "naive", "--preset", "compact", "--steps", "3", "--batch-size", "4"]
     assert main([*args, "--train-size", "8", "--eval-size", "4", "--out", str(out), "--device", "cpu"]) == 0
     assert 0 < _last_json(capsys)["rmse"] < 1
     model, experiment, meta = load_model(out)
-    assert experiment.name == "reconstruct-mnist-hard-mist-compact" and experiment.preset == "compact"
+    assert experiment.name == "reconstruct-mnist-hard-naive-compact" and experiment.preset == "compact"
     assert experiment.model.task_network == "compact" and model.task_net.encoder.latent_dim == 64
     assert "--preset compact" in meta["command"]
     with pytest.raises(ValueError, match="preset must be one of"):

@@ -1,0 +1,127 @@
+"""Measuring a trained model: the metrics of Tables 1–2 on the test split, and on the validation split.
+
+Test images are drawn with ``TEST_SEED`` and are only used for the tables. Every training decision (a
+recipe, a learning curve, when a run collapsed) is made on the validation split: fresh images of the same
+distribution drawn with ``VALIDATION_SEED``. Both are the ``"test"`` split of a dataset (MNIST scenes built
+from the MNIST test digits), so neither shares a digit image with training.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import torch
+from tqdm.auto import tqdm
+
+from mistlib.experiments import Experiment, dataset_tensors, make_dataset
+from mistlib.metrics import RMSE, DetectionMetrics
+from mistlib.model import MIST
+
+TEST_SEED = 1  # the tables' test images
+VALIDATION_SEED = 2  # learning curves and recipe decisions
+NEAR_PX = 4.0  # a digit counts as found "within 4 px" when a keypoint lies this close to its centre
+
+
+@torch.no_grad()
+def measure(
+    model: MIST,
+    experiment: Experiment,
+    images: torch.Tensor,
+    boxes: torch.Tensor,
+    labels: torch.Tensor,
+    valid: torch.Tensor,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict[str, float | None]:
+    """All metrics of one model on given images, batch by batch (memory stays flat as N grows).
+
+    Args:
+        images: (N, C, H, W); boxes: (N, L, 4) xyxy; labels: (N, L) padded with -1; valid: (N, L) bool.
+        batch_size: images per forward pass; progress: a progress bar on stderr (only on a terminal).
+
+    Returns: ``iou50`` (share of instances matched at IoU >= 50%), ``near4`` (share of instances with a
+    keypoint within :data:`NEAR_PX` of their box centre), and ``rmse`` (reconstruction) or
+    ``classification`` and ``both`` (classification); floats, ``None`` where undefined.
+
+    Example:
+        >>> from mistlib.model import MISTConfig
+        >>> from mistlib.experiments import build_model
+        >>> experiment = Experiment(data="gabor", method="grid", model=MISTConfig(k=4, task_width=2))
+        >>> images, boxes = torch.rand(2, 1, 80, 80), torch.tensor([[[0.0, 0, 16, 16]]] * 2)
+        >>> labels, valid = torch.zeros(2, 1, dtype=torch.long), torch.ones(2, 1, dtype=torch.bool)
+        >>> metrics = measure(build_model(experiment), experiment, images, boxes, labels, valid)
+        >>> sorted(metrics)
+        ['iou50', 'near4', 'rmse']
+    """
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    rmse, detection = RMSE(), DetectionMetrics()
+    near, instances = 0, 0
+    quiet = not progress or not sys.stderr.isatty() or os.environ.get("MIST_QUIET") == "1"
+    for start in tqdm(range(0, images.shape[0], batch_size), desc="evaluate", unit="batch", disable=quiet):
+        window = slice(start, start + batch_size)
+        batch = images[window].to(device)
+        out = model(batch)
+        keypoints = out.keypoints.cpu()
+        if out.reconstruction is not None:
+            rmse.update(batch, out.reconstruction.clamp(0, 1))
+        logits = None if out.logits is None else out.logits.cpu()
+        detection.update(keypoints, logits, boxes[window], labels[window], valid[window])
+        centres = (boxes[window, :, :2] + boxes[window, :, 2:]) / 2  # (b, L, 2)
+        distance = torch.cdist(keypoints[..., :2].double(), centres.double()).min(1).values  # (b, L)
+        near += int(((distance <= NEAR_PX) & valid[window]).sum())
+        instances += int(valid[window].sum())
+    model.train(was_training)
+    results = detection.compute()
+    metrics: dict[str, float | None] = {"iou50": results["iou50"]}
+    metrics["near4"] = near / instances if instances else None
+    if experiment.task == "reconstruct":
+        metrics["rmse"] = rmse.compute()
+    else:
+        metrics.update(classification=results["classification"], both=results["both"])
+    return metrics
+
+
+def evaluate(
+    model: MIST,
+    experiment: Experiment,
+    size: int = 1000,
+    seed: int = TEST_SEED,
+    batch_size: int = 32,
+    progress: bool = False,
+) -> dict:
+    """Metrics of Tables 1–2 on ``size`` fresh test images drawn with ``seed``.
+
+    Returns ``{"rmse", "iou50"}`` for reconstruction (``iou50`` shows localisation; for Gabor noise it is
+    measured against the impulses' boxes) and ``{"iou50", "classification", "both"}`` for classification:
+    floats (``None`` where undefined). The test images ``(size, C, H, W)`` are cached under the data
+    directory (:func:`mistlib.data.data_dir`); the example points that at a temporary folder.
+
+    Example:
+        >>> import os, tempfile
+        >>> from unittest import mock
+        >>> from mistlib.model import MISTConfig
+        >>> from mistlib.experiments import build_model
+        >>> experiment = Experiment(data="gabor", method="grid", model=MISTConfig(k=4, task_width=2))
+        >>> with tempfile.TemporaryDirectory() as tmp, mock.patch.dict(os.environ, MIST_DATA_DIR=tmp):
+        ...     metrics = evaluate(build_model(experiment), experiment, size=2, batch_size=2)
+        >>> sorted(metrics), 0 <= metrics["rmse"] <= 1
+        (['iou50', 'rmse'], True)
+    """
+    tensors = dataset_tensors(make_dataset(experiment, "test", size, seed=seed))
+    metrics = measure(model, experiment, *tensors, batch_size=batch_size, progress=progress)
+    keys = ("rmse", "iou50") if experiment.task == "reconstruct" else ("iou50", "classification", "both")
+    return {key: metrics[key] for key in keys}
+
+
+def validation_metrics(model: MIST, experiment: Experiment, size: int = 300) -> dict[str, float | None]:
+    """:func:`measure` on ``size`` validation images (``VALIDATION_SEED``): what learning curves log.
+
+    Example:
+        >>> VALIDATION_SEED != TEST_SEED
+        True
+    """
+    tensors = dataset_tensors(make_dataset(experiment, "test", size, seed=VALIDATION_SEED))
+    return measure(model, experiment, *tensors)

@@ -1,0 +1,232 @@
+"""Stage 2 of Algorithm 1 (eq. 13): refine the keypoints ``x`` on ``L_task`` with the task network frozen.
+
+Three update rules, each moving a keypoint by about ``step`` pixels an iteration:
+
+* ``"scaled"``: a gradient step divided by the batch's root-mean-square gradient (:func:`scaled_step`);
+* ``"adam"``: Adam restarted for every batch, whose first steps are ``step * sign(gradient)``;
+* ``"search"``: no gradient. Each keypoint tries a few moves (``step`` px left, right, up, down, its
+  scale ``step`` px up or down) with the other keypoints where they are, and takes the one that lowers
+  ``L_task`` most, or stays (:func:`candidate_losses`). The bilinear gradient of a task network that
+  reproduces whatever window it is shown is mostly texture noise a few pixels from a digit's centre;
+  the loss itself still rises away from the centre, and a search reads the loss.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from mistlib.losses import multi_instance_loss
+from mistlib.model import MIST
+from mistlib.sampler import local_canvases, place_patches, read_frames, sample_patches
+
+REFINE_RULES = ("scaled", "adam", "search")  # stage-2 update rules (refine_keypoints)
+# the moves of the "search" rule, in units of ``step``: stay, x -/+, y -/+, s -/+
+SEARCH_MOVES = ((0, 0, 0), (-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1))
+
+
+def clamp_keypoints(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Keep (x, y) inside the image and s inside [scales[0], scales[-1]].
+
+    Args: keypoints (B, K, 3) as (x, y, s); scales (S,); size (H, W). Returns: (B, K, 3).
+
+    Example:
+        >>> clamp_keypoints(torch.tensor([[[-2.0, 85.0, 30.0]]]), torch.tensor([16.0, 25.0]), (80, 80))
+        tensor([[[ 0., 79., 25.]]])
+    """
+    height, width = size
+    x = keypoints[..., 0].clamp(0, width - 1)
+    y = keypoints[..., 1].clamp(0, height - 1)
+    s = keypoints[..., 2].clamp(float(scales[0]), float(scales[-1]))
+    return torch.stack([x, y, s], dim=-1)
+
+
+def scaled_step(grad: torch.Tensor, step: float) -> torch.Tensor:
+    """Stage-2 update of the "scaled" rule: ``step * grad / rms(grad)``, each entry capped at ``2 * step``.
+
+    The root mean square is taken over the whole tensor (all images, keypoints and coordinates), so a
+    coordinate with a typical gradient moves ``step`` pixels and one with a tiny gradient barely moves.
+
+    Example:
+        >>> scaled_step(torch.tensor([[3.0, 4.0, 0.0]]), step=1.0)
+        tensor([[1.0392, 1.3856, 0.0000]])
+    """
+    rms = grad.square().mean().sqrt().clamp_min(1e-12)
+    return (step * grad / rms).clamp(-2 * step, 2 * step)
+
+
+def refine_keypoints(
+    model: MIST,
+    images: torch.Tensor,
+    keypoints: torch.Tensor,
+    labels: torch.Tensor | None,
+    iterations: int,
+    step: float,
+    optimizer: str = "scaled",
+) -> torch.Tensor:
+    """Stage 2 of Algorithm 1: move the keypoints downhill on ``L_task`` with the task network frozen.
+
+    Args:
+        images: (B, C, H, W); keypoints: (B, K, 3) the starting (x, y, s); labels: (B, L) or None.
+        iterations: N; step: pixels per iteration; optimizer: one of :data:`REFINE_RULES` (module doc).
+
+    Returns: (B, K, 3) the refined keypoints x*, detached, clamped to the image and the scale range.
+
+    Example:
+        >>> from mistlib.model import MISTConfig
+        >>> model, images = MIST(MISTConfig()), torch.rand(1, 1, 80, 80)
+        >>> start = torch.tensor([[[40.0, 40.0, 20.0]]])
+        >>> refine_keypoints(model, images, start, None, iterations=2, step=0.5).shape
+        torch.Size([1, 1, 3])
+    """
+    if optimizer not in REFINE_RULES:
+        raise ValueError(f"optimizer must be one of {REFINE_RULES}, got {optimizer!r}")
+    if optimizer == "search":
+        return _search(model, images, keypoints, labels, iterations, step)
+    size = tuple(images.shape[-2:])
+    x = keypoints.detach().clone().requires_grad_(True)
+    adam = torch.optim.Adam([x], lr=step) if optimizer == "adam" else None
+    frozen = [p for p in model.task_net.parameters() if p.requires_grad]
+    for parameter in frozen:
+        parameter.requires_grad_(False)
+    try:
+        for _ in range(iterations):
+            x.grad = None
+            # sum over images: each image's keypoints only see their own loss, whatever the batch size
+            model.task_loss(images, model.run_task(images, x), labels, "none").sum().backward()
+            with torch.no_grad():
+                if adam is not None:
+                    adam.step()
+                else:
+                    x.sub_(scaled_step(x.grad, step))
+                x.copy_(clamp_keypoints(x, model.scales, size))
+    finally:
+        for parameter in frozen:
+            parameter.requires_grad_(True)
+    return x.detach()
+
+
+def candidate_losses(
+    model: MIST,
+    images: torch.Tensor,
+    keypoints: torch.Tensor,
+    labels: torch.Tensor | None,
+    moves: torch.Tensor,
+) -> torch.Tensor:
+    """``L_task`` of each image when keypoint k alone is moved by ``moves[m]``, the others kept in place.
+
+    One task-network pass over the K x M candidate windows. Reconstruction: the candidate canvas of
+    keypoint k is composed with the other K - 1 canvases (their sum, or for the max composite their
+    pixelwise maximum, taken from the two largest at each pixel), which is exactly eq. (6) with only k
+    moved; only the pixels around keypoint k are recomputed. Classification: eq. (7) with row k of the
+    logits replaced by the candidate's.
+
+    Args:
+        images: (B, C, H, W); keypoints: (B, K, 3); labels: (B, L) or None (reconstruction);
+        moves: (M, 3) offsets in pixels, ``moves[0] = 0`` (the current position).
+
+    Returns: (B, K, M) per-image losses; ``[:, :, 0]`` is the current loss (the same for every k).
+
+    Example:
+        >>> from mistlib.model import MISTConfig
+        >>> model = MIST(MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=2, composite="max"))
+        >>> images, keypoints = torch.rand(2, 1, 80, 80), torch.tensor([[[30.0, 40, 20], [50, 40, 20]]] * 2)
+        >>> moves = torch.tensor([[0.0, 0, 0], [2, 0, 0]])
+        >>> losses = candidate_losses(model, images, keypoints, None, moves)
+        >>> base = model.task_loss(images, model.run_task(images, keypoints), reduction="none")
+        >>> losses.shape, torch.allclose(losses[:, :, 0], base[:, None].expand(2, 2), atol=1e-6)
+        (torch.Size([2, 2, 2]), True)
+    """
+    batch, k = keypoints.shape[:2]
+    count, config = moves.shape[0], model.config
+    size = tuple(images.shape[-2:])
+    candidates = clamp_keypoints(keypoints[:, :, None] + moves, model.scales, size)  # (B, K, M, 3)
+    flat = candidates.reshape(batch, k * count, 3)
+    output = model.task_net(sample_patches(images, flat, config.patch_size)).float()  # (B, K*M, ...)
+    output = output.view(batch, k, count, *output.shape[2:])
+    if config.task == "classify":
+        logits = output[:, None, None, :, 0].expand(batch, k, count, k, -1).clone()  # (B, k moved, M, K, N)
+        index = torch.arange(k, device=images.device)
+        logits[:, index, :, index] = output.transpose(0, 1)  # row k <- candidate m of keypoint k
+        repeated = labels.repeat_interleave(k * count, dim=0)  # (B*K*M, L)
+        losses = multi_instance_loss(logits.flatten(0, 2), repeated, reduction="none")
+        return losses.view(batch, k, count)
+    return _reconstruction_candidates(model, images, keypoints, output, candidates, moves)
+
+
+def _reconstruction_candidates(
+    model: MIST,
+    images: torch.Tensor,
+    keypoints: torch.Tensor,
+    output: torch.Tensor,
+    candidates: torch.Tensor,
+    moves: torch.Tensor,
+) -> torch.Tensor:
+    """:func:`candidate_losses` for eq. (6): the loss now, plus the change inside each keypoint's frame.
+
+    A frame of ``L x L`` pixels around keypoint k holds every pixel that any of its candidate windows
+    reaches (and its current one), so the image loss with k moved differs from the current loss only there.
+    output: (B, K, M, C, P, P) decoded candidate patches; candidates: (B, K, M, 3). Returns (B, K, M).
+    """
+    batch, k, count = candidates.shape[:3]
+    config, size = model.config, tuple(images.shape[-2:])
+    channels = images.shape[1]
+    target = images - config.background  # eq. (6) compares patches' differences from the background
+    current = (output[:, :, 0] - config.background, keypoints)  # (B, K, C, P, P), (B, K, 3)
+    if config.composite == "sum":
+        recon = place_patches(*current, size, "sum")  # (B, C, H, W)
+    else:  # max over the other canvases, floored at the zero background: from the two largest per pixel
+        canvases = place_patches(*current, size)  # (B, K, C, H, W)
+        top = canvases.topk(min(2, k), dim=1)
+        first = top.values[:, :1].clamp_min(0)
+        second = top.values[:, 1:2].clamp_min(0) if k > 1 else torch.zeros_like(first)
+        is_first = top.indices[:, :1] == torch.arange(k, device=images.device).view(1, k, 1, 1, 1)
+        others_full = torch.where(is_first, second, first)  # (B, K, C, H, W)
+        recon = first[:, 0]
+    now = ((target - recon) ** 2).flatten(1).mean(1)  # (B,) the current loss
+    half = float(candidates[..., 2].max()) * (1 + 1 / config.patch_size) / 2 + float(moves[:, :2].abs().max())
+    side = math.ceil(2 * half) + 2
+    x, y = keypoints[..., 0], keypoints[..., 1]
+    corner = torch.stack([(y - half).floor(), (x - half).floor()], -1).long()  # (B, K, 2)
+    flat_output = (output - config.background).flatten(1, 2)  # (B, K*M, C, P, P)
+    frame = (corner.repeat_interleave(count, dim=1), side)
+    placed = local_canvases(flat_output, candidates.flatten(1, 2), frame)[0]
+    placed = placed.view(batch, k, count, channels, side, side)
+    target_frame = read_frames(target, corner, side)[:, :, None]  # (B, K, 1, C, L, L)
+    recon_frame = read_frames(recon, corner, side)[:, :, None]
+    inside = read_frames(torch.ones_like(images[:, :1]), corner, side)[:, :, None]  # pixels in the image
+    if config.composite == "sum":
+        composed = recon_frame - placed[:, :, :1] + placed
+    else:
+        composed = torch.maximum(read_frames(others_full, corner, side)[:, :, None], placed)
+    change = ((target_frame - composed) ** 2 - (target_frame - recon_frame) ** 2) * inside
+    return now[:, None, None] + change.flatten(3).sum(-1) / (channels * size[0] * size[1])
+
+
+def search_moves(step: float, device: torch.device | None = None) -> torch.Tensor:
+    """:data:`SEARCH_MOVES` scaled by ``step`` pixels: (M, 3).
+
+    Example:
+        >>> search_moves(1.5)[[0, 2, 6]].tolist()
+        [[0.0, 0.0, 0.0], [1.5, 0.0, 0.0], [0.0, 0.0, 1.5]]
+    """
+    return torch.tensor(SEARCH_MOVES, dtype=torch.float32, device=device) * step
+
+
+@torch.no_grad()
+def _search(
+    model: MIST,
+    images: torch.Tensor,
+    keypoints: torch.Tensor,
+    labels: torch.Tensor | None,
+    iterations: int,
+    step: float,
+) -> torch.Tensor:
+    """The "search" rule: each iteration every keypoint takes its best move of :func:`search_moves`."""
+    moves = search_moves(step, images.device)
+    x = keypoints.detach().clone()
+    for _ in range(iterations):
+        best = candidate_losses(model, images, x, labels, moves).argmin(-1)  # (B, K): 0 means stay
+        x = clamp_keypoints(x + moves[best], model.scales, tuple(images.shape[-2:]))
+    return x

@@ -1,0 +1,86 @@
+"""Stage 2 (mistlib.refine): the search rule's candidate losses are eq. (6)/(7) with one keypoint moved."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mistlib.model import MIST, MISTConfig
+from mistlib.refine import candidate_losses, clamp_keypoints, refine_keypoints, scaled_step, search_moves
+
+TINY = dict(heatmap_channels=4, heatmap_blocks=1, task_network="compact", task_width=4, task_code=8)
+
+
+def _brute_force(model, images, keypoints, labels, moves):
+    """The loss with keypoint k moved by moves[m], by a full forward pass for every (k, m)."""
+    batch, k = keypoints.shape[:2]
+    out = torch.empty(batch, k, moves.shape[0])
+    for i in range(k):
+        for m in range(moves.shape[0]):
+            moved = keypoints.clone()
+            moved[:, i] += moves[m]
+            moved = clamp_keypoints(moved, model.scales, (80, 80))
+            out[:, i, m] = model.task_loss(images, model.run_task(images, moved), labels, "none")
+    return out
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"composite": "max"},
+        {"composite": "sum"},
+        {"composite": "sum", "background": 0.5},
+        {"task": "classify"},
+    ],
+)
+def test_candidate_losses_match_a_full_pass_per_move(overrides):
+    torch.manual_seed(0)
+    model = MIST(MISTConfig(k=3, **TINY, **overrides))
+    images = torch.rand(2, 1, 80, 80)
+    keypoints = torch.tensor(
+        [[[30.0, 40, 20], [38, 44, 16], [60, 20, 25]], [[10, 10, 18], [70, 70, 20], [40, 40, 22]]]
+    )
+    labels = torch.tensor([[1, 4, -1], [2, 2, 7]]) if model.config.task == "classify" else None
+    moves = search_moves(1.5)  # some leave the scale range and are clamped back, as in the search
+    with torch.no_grad():
+        fast = candidate_losses(model, images, keypoints, labels, moves)
+        slow = _brute_force(model, images, keypoints, labels, moves)
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+
+
+def test_search_moves_toward_a_lone_bright_square():
+    """With an identity 'task network', eq. (6) is lowest when the window covers the square: the search
+    walks a window 3 px off it back on, one step a move, and never raises the loss."""
+    model = MIST(MISTConfig(k=1, composite="max", **TINY))
+    model.task_net = torch.nn.Identity()  # reproduces whatever window it is shown
+    images = torch.zeros(1, 1, 80, 80)
+    images[..., 32:48, 32:48] = 1.0  # a 16 x 16 square centred at (39.5, 39.5)
+    start = torch.tensor([[[42.5, 39.5, 16.0]]])
+    losses = []
+    x = start
+    for _ in range(4):
+        losses.append(model.task_loss(images, model.run_task(images, x)).item())
+        x = refine_keypoints(model, images, x, None, iterations=1, step=1.0, optimizer="search")
+    assert losses == sorted(losses, reverse=True) and losses[-1] < losses[0] / 10
+    left, right = x[0, 0, 0] - x[0, 0, 2] / 2, x[0, 0, 0] + x[0, 0, 2] / 2
+    assert left <= 31.5 and right >= 47.5  # the window now holds the whole square
+
+
+def test_clamp_keeps_keypoints_in_the_image_and_the_scale_range():
+    kp = torch.tensor([[[-3.0, 90.0, 2.0], [40.0, 40.0, 99.0]]])
+    out = clamp_keypoints(kp, torch.tensor([16.0, 20.0, 25.0]), (80, 80))
+    assert out.tolist() == [[[0.0, 79.0, 16.0], [40.0, 40.0, 25.0]]]
+
+
+def test_scaled_step_is_proportional_to_the_gradient_unlike_adam():
+    """A keypoint with 1000x less gradient moves 1000x less; Adam's first step moves both by the full step."""
+    grad = torch.tensor([[[1e-3, 0.0, 0.0], [1.0, 0.0, 0.0]]])
+    delta = scaled_step(grad, step=1.0)
+    rms = ((1e-6 + 1.0) / 6) ** 0.5  # over all six coordinates
+    assert delta[0, 0, 0].item() == pytest.approx(1e-3 / rms)  # 0.0024 px
+    assert delta[0, 1, 0].item() == pytest.approx(2.0)  # 1 / rms = 2.45 px, capped at 2 * step
+    x = torch.zeros(1, 2, 3, requires_grad=True)
+    adam = torch.optim.Adam([x], lr=1.0)
+    x.grad = grad.clone()
+    adam.step()
+    assert torch.allclose(x[0, :, 0].detach().abs(), torch.ones(2), atol=1e-3)
