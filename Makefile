@@ -13,11 +13,14 @@ export JUPYTER_ALLOW_ROOT := 1
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt docs/lab/overrides.json
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 --display-name "Python 3 (mist)" >/dev/null
+	@# JupyterLab in this environment opens a .py chapter as a notebook (jupytext pairs it with its .ipynb)
+	@mkdir -p $(VENV)/share/jupyter/lab/settings
+	cp docs/lab/overrides.json $(VENV)/share/jupyter/lab/settings/overrides.json
 	@touch $(STAMP)
 
 test: $(STAMP)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import pickle
 import random
+import re
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,7 @@ def load_checkpoint(
         if "weights only" not in str(error).lower():
             raise CheckpointError(f"checkpoint {path} is corrupt: {error!s:.300}") from error
         raise CheckpointError(
-            f"{path} is not a mistlib checkpoint: it holds objects that torch.load(weights_only=True) "
-            f"refuses to unpickle ({_unpickler_reason(error)})"
+            f"{path} refused: {_unpickler_reason(error)}; weights_only loading forbids it"
         ) from error
     except Exception as error:  # truncated zip archive, empty file, unreadable bytes, ...
         raise CheckpointError(
@@ -215,9 +215,25 @@ def load_checkpoint(
 
 
 def _unpickler_reason(error: Exception) -> str:
-    """The one useful line of torch's long weights-only error, e.g. ``Unsupported global: GLOBAL x.Y ...``."""
-    lines = [line.strip() for line in str(error).splitlines() if "WeightsUnpickler error" in line]
-    return (lines[0] if lines else str(error).splitlines()[0])[:200]
+    """What torch's long weights-only error refused, in a few words.
+
+    A ``GLOBAL module.name`` that the file asks for (a function to call while loading) becomes "the file asks
+    to run code (module.name)"; otherwise the line that names the problem.
+
+    Example:
+        >>> _unpickler_reason(RuntimeError("Trying to load unsupported GLOBAL posix.system whose module ..."))
+        'the file asks to run code (posix.system)'
+    """
+    text = str(error)
+    found = re.search(r"GLOBAL ([\w.]+)", text)
+    if found:
+        return f"the file asks to run code ({found.group(1)})"
+    lines = [
+        line.strip()
+        for line in text.splitlines()
+        if "WeightsUnpickler error" in line or "Unsupported" in line
+    ]
+    return (lines[0] if lines else text.splitlines()[0])[:300]
 
 
 def rng_state() -> dict[str, Any]:

@@ -176,14 +176,8 @@ def _reconstruction_candidates(
     current = (output[:, :, 0] - config.background, keypoints)  # (B, K, C, P, P), (B, K, 3)
     if config.composite == "sum":
         recon = place_patches(*current, size, "sum")  # (B, C, H, W)
-    else:  # max over the other canvases, floored at the zero background: from the two largest per pixel
-        canvases = place_patches(*current, size)  # (B, K, C, H, W)
-        top = canvases.topk(min(2, k), dim=1)
-        first = top.values[:, :1].clamp_min(0)
-        second = top.values[:, 1:2].clamp_min(0) if k > 1 else torch.zeros_like(first)
-        is_first = top.indices[:, :1] == torch.arange(k, device=images.device).view(1, k, 1, 1, 1)
-        others_full = torch.where(is_first, second, first)  # (B, K, C, H, W)
-        recon = first[:, 0]
+    else:
+        recon, others_full = leave_one_out(place_patches(*current, size))
     now = ((target - recon) ** 2).flatten(1).mean(1)  # (B,) the current loss
     half = float(candidates[..., 2].max()) * (1 + 1 / config.patch_size) / 2 + float(moves[:, :2].abs().max())
     side = math.ceil(2 * half) + 2
@@ -202,6 +196,68 @@ def _reconstruction_candidates(
         composed = torch.maximum(read_frames(others_full, corner, side)[:, :, None], placed)
     change = ((target_frame - composed) ** 2 - (target_frame - recon_frame) ** 2) * inside
     return now[:, None, None] + change.flatten(3).sum(-1) / (channels * size[0] * size[1])
+
+
+def leave_one_out(canvases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The max composite of K canvases, and for each k the max composite of the other K - 1.
+
+    Both floored at the zero background; the second comes from the two largest canvases at each pixel.
+
+    Args: canvases (B, K, C, H, W). Returns: (B, C, H, W) and (B, K, C, H, W).
+
+    Example:
+        >>> all_k, others = leave_one_out(torch.tensor([[[[[3.0]]], [[[1.0]]], [[[-2.0]]]]]))
+        >>> all_k.flatten().tolist(), others.flatten().tolist()
+        ([3.0], [1.0, 3.0, 3.0])
+    """
+    k = canvases.shape[1]
+    top = canvases.topk(min(2, k), dim=1)
+    first = top.values[:, :1].clamp_min(0)
+    second = top.values[:, 1:2].clamp_min(0) if k > 1 else torch.zeros_like(first)
+    is_first = top.indices[:, :1] == torch.arange(k, device=canvases.device).view(1, k, 1, 1, 1)
+    return first[:, 0], torch.where(is_first, second, first)
+
+
+@torch.no_grad()
+def keypoint_credit(
+    model: MIST, images: torch.Tensor, keypoints: torch.Tensor, labels: torch.Tensor | None
+) -> torch.Tensor:
+    """How much each keypoint explains: ``L_task`` without keypoint k minus ``L_task`` with all K (>= 0).
+
+    Reconstruction: eq. (6) with patch k left out of the composite. Classification: eq. (7) with row k
+    left out of the mean of the K patch predictions. A keypoint on empty background earns about 0.
+
+    Args: images (B, C, H, W); keypoints (B, K, 3); labels (B, L) or None. Returns: (B, K).
+
+    Example:
+        >>> from mistlib.model import MISTConfig
+        >>> model = MIST(MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=2, composite="max"))
+        >>> images = torch.zeros(1, 1, 80, 80)
+        >>> images[..., 30:50, 30:50] = 1.0  # one bright square; the second window sees only black
+        >>> credit = keypoint_credit(model, images, torch.tensor([[[40.0, 40, 20], [70, 10, 16]]]), None)
+        >>> bool(credit[0, 0] > 10 * credit[0, 1]), credit.shape
+        (True, torch.Size([1, 2]))
+    """
+    out = model.run_task(images, keypoints)
+    now = model.task_loss(images, out, labels, "none")  # (B,)
+    k = keypoints.shape[1]
+    if model.config.task == "classify" and k == 1:
+        return torch.ones_like(now)[:, None]  # the only keypoint explains everything
+    if model.config.task == "classify":
+        keep = torch.arange(k, device=images.device)
+        keep = keep[None].expand(k, k)[~torch.eye(k, dtype=torch.bool, device=images.device)].view(k, k - 1)
+        others = out.logits[:, keep]  # (B, K, K - 1, N): the logits of the other keypoints
+        repeated = labels.repeat_interleave(k, dim=0)
+        lost = multi_instance_loss(others.flatten(0, 1), repeated, reduction="none").view(-1, k)  # (B, K)
+    else:
+        background, size = model.config.background, tuple(images.shape[-2:])
+        canvases = place_patches(out.task_output - background, keypoints, size)  # (B, K, C, H, W)
+        if model.config.composite == "sum":
+            others = canvases.sum(1, keepdim=True) - canvases
+        else:
+            others = leave_one_out(canvases)[1]
+        lost = ((images[:, None] - background - others) ** 2).flatten(2).mean(-1)  # (B, K)
+    return (lost - now[:, None]).clamp_min(0)
 
 
 def search_moves(step: float, device: torch.device | None = None) -> torch.Tensor:

