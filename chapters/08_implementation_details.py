@@ -42,7 +42,7 @@ import time
 
 import torch
 
-from mistlib.__main__ import build_parser
+from mistlib.cli import build_parser
 from mistlib.data import MNISTHard
 from mistlib.experiments import build_model, build_trainer, checkpoint_dir, pretrained, recipe
 from mistlib.heatmap import HeatmapNet
