@@ -115,7 +115,15 @@ def _train(args: argparse.Namespace) -> int:
     if out.exists() and not args.force:
         raise RunError(f"{out} exists: pass --force to overwrite it, or choose another --out")
     command = "python -m mistlib " + shlex.join(args.argv)
-    meta = train(experiment, out, resume=args.resume, force=args.force, log_path=args.log, command=command)
+    meta = train(
+        experiment,
+        out,
+        resume=args.resume,
+        force=args.force,
+        log_path=args.log,
+        command=command,
+        validate_every=args.validate_every,
+    )
     model = load_model(out, device=device)[0]
     metrics = evaluate(model, experiment, size=args.eval_size, progress=True)
     summary = {"checkpoint": str(out), "steps": meta["steps"], "wall_time_s": meta["wall_time_s"], **metrics}
@@ -204,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="save <out>.resume every N steps or Nm minutes (500)",
     )
     p.add_argument("--log", default=None, help="also write the lifting training log here (method mist)")
+    p.add_argument(
+        "--validate-every",
+        type=int,
+        default=250,
+        help="measure 300 validation images every N steps into the checkpoint's learning curve (0: never)",
+    )
     p.add_argument("--eval-size", type=positive_int, default=1000, help="test images evaluated at the end")
     p.set_defaults(run=_train)
 

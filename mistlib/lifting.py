@@ -18,6 +18,7 @@ normalised coordinates with 2 iterations.
 from __future__ import annotations
 
 import copy
+import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -60,6 +61,7 @@ class LiftingConfig(TrainConfig):
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     lift_mass: str = "unit"  # "unit": each keypoint 1 in h_bar (§6); "credit": what it explains (lift_terms)
+    lr_schedule: str = "constant"  # "cosine": both learning rates decay to 0 over the lifting steps
     pick_ema: float = 0.0  # > 0: stage 1 picks x from a moving average of eta with this decay (a target net)
     snapshot_every: int = 0  # record the probe images into the training log every n steps (0: never)
     # Speed switches on the one step (all off: fp32 eager, what every chapter and shipped model uses)
@@ -74,6 +76,7 @@ class LiftingConfig(TrainConfig):
             ("warmup_windows", ("random", "heatmap")),
             ("refine_optimizer", REFINE_RULES),
             ("lift_mass", LIFT_MASSES),
+            ("lr_schedule", ("constant", "cosine")),
         ]
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
@@ -144,19 +147,19 @@ def lift_terms(
     """What eq. (14) compares the heatmap with, and how much each image counts: no gradient.
 
     Returns: ``h_bar = E_K^{-1}(x*)`` (B, S, H, W) and the per-image weights (B,): ``exp(-w L_task(x*))``
-    with ``w = weighting`` (the authors' weighting: a badly explained image teaches the heatmap less), or
-    ones for ``weighting = 0``. ``mass="credit"`` gives each keypoint of h_bar the mass
-    ``credit_k / max_j credit_j`` of :func:`~mistlib.refine.keypoint_credit` instead of 1: a keypoint that
-    explains nothing (empty background, a digit another keypoint already covers) teaches the heatmap to
-    drop it.
+    with ``w = weighting`` (the authors' weighting: a badly explained image teaches the heatmap less),
+    divided by its batch mean, or ones for ``weighting = 0``. ``mass="credit"`` gives each keypoint of
+    h_bar the mass ``credit_k / max_j credit_j`` of :func:`~mistlib.refine.keypoint_credit` instead of 1:
+    a keypoint that explains nothing (empty background, a digit another keypoint already covers) teaches
+    the heatmap to drop it.
 
     Example:
         >>> from mistlib.model import MISTConfig
         >>> model = MIST(MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=2))
-        >>> refined = torch.tensor([[[40.0, 40.0, 20.0]] * 9])
-        >>> target, weights = lift_terms(model, torch.rand(1, 1, 80, 80), refined, None, 0.0, 5.0)
-        >>> target.shape, float(target.sum()), bool(0 < weights[0] < 1)  # K units of mass, one pixel
-        (torch.Size([1, 3, 80, 80]), 9.0, True)
+        >>> refined = torch.tensor([[[40.0, 40.0, 20.0]] * 9] * 2)
+        >>> target, weights = lift_terms(model, torch.rand(2, 1, 80, 80), refined, None, 0.0, 5.0)
+        >>> target.shape, float(target[0].sum()), round(float(weights.mean()), 4)  # K units of mass
+        (torch.Size([2, 3, 80, 80]), 9.0, 1.0)
     """
     if mass not in LIFT_MASSES:
         raise ValueError(f"mass must be one of {LIFT_MASSES}, got {mass!r}")
@@ -169,7 +172,9 @@ def lift_terms(
         weights = torch.ones(images.shape[0], device=images.device)
         if weighting > 0:
             refined_loss = model.task_loss(images, model.run_task(images, refined), labels, "none")
-            weights = torch.exp(-weighting * refined_loss)
+            # the authors' exp(-w L_task) per image, scaled to a batch mean of 1: only the ranking within the
+            # batch counts, so a cross-entropy of ~2 (classification) does not shrink every weight to ~1e-5
+            weights = torch.softmax(-weighting * refined_loss, dim=0) * refined_loss.shape[0]
     return target, weights
 
 
@@ -299,6 +304,8 @@ class LiftingTrainer(Trainer):
         if self.log is not None and config.snapshot_every and self.step % config.snapshot_every == 0:
             self.log.record(self.step, self.inspect(*self.probe))
         warming_up = self.step < config.warmup_steps
+        if config.lr_schedule == "cosine" and not warming_up:
+            self.set_learning_rates(self.step - config.warmup_steps, config.steps - config.warmup_steps)
         with checks(False), self.autocast():
             heatmap = None
             if warming_up and config.warmup_windows == "random":
@@ -334,6 +341,14 @@ class LiftingTrainer(Trainer):
             moved = (refined[..., :2] - keypoints[..., :2]).norm(dim=-1).mean()
         task, lift, moved = torch.stack([task, lift, moved.detach()]).tolist()  # one read from the device
         return {"task": task, "lift": lift, "moved_px": moved}
+
+    def set_learning_rates(self, done: int, total: int) -> None:
+        """Cosine decay of both learning rates: full at ``done = 0`` lifting steps, 0 at ``total``."""
+        factor = 0.5 * (1 + math.cos(math.pi * min(done, total) / max(total, 1)))
+        rates = {"task": self.config.lr_task, "heatmap": self.config.lr_heatmap}
+        for name, optimizer in self.optimizers.items():
+            for group in optimizer.param_groups:
+                group["lr"] = rates[name] * factor
 
     def state_dict(self) -> dict:
         """The base trainer's state, plus the moving-average picker when there is one."""

@@ -170,6 +170,8 @@ def train(
     log_path: str | Path | None = None,
     probe_size: int = 4,
     command: str | None = None,
+    validate_every: int = 0,
+    validation_size: int = 300,
 ) -> dict:
     """Train an experiment and write its fp16 model checkpoint to ``out`` (module doc: lock and resume).
 
@@ -177,7 +179,10 @@ def train(
     one starts fresh, with a note on stderr). Without it an existing ``<out>.resume`` is refused, unless
     ``force=True`` discards it. With ``log_path`` (MIST only), the training log of lifting snapshots on
     ``probe_size`` test images is written there. ``command``, the command line that trains this
-    experiment, is kept in the metadata so that tables can cite it.
+    experiment, is kept in the metadata so that tables can cite it. With ``validate_every``, the metrics of
+    :func:`~mistlib.evaluation.measure` on ``validation_size`` validation images (never the test images)
+    are taken at step 0 and every ``validate_every`` steps: the learning curve, kept in the metadata as
+    ``validation`` (a list of dicts with ``step``).
 
     Returns: the checkpoint's metadata (steps, wall time, device, final losses).
 
@@ -206,13 +211,21 @@ def train(
         images, _, labels, _ = dataset_tensors(make_dataset(experiment, "train", experiment.train_size))
         trainer = build_trainer(experiment, build_model(experiment))
         trainer.meta = {"experiment": dataclasses.asdict(experiment)}
+        if saved is not None and "validation" in saved[1]:
+            trainer.meta["validation"] = saved[1]["validation"]
         log = _training_log(experiment, trainer, probe_size) if log_path is not None else None
         if saved is not None:
             try:
-                trainer.load_state_dict(saved)
+                trainer.load_state_dict(saved[0])
             except (RuntimeError, KeyError, ValueError) as error:
                 raise RunError(f"{resume_path} does not fit this experiment ({error!s:.200})") from error
-        trainer.fit(images, labels if experiment.task == "classify" else None, checkpoint=resume_path)
+        train_labels = labels if experiment.task == "classify" else None
+        if validate_every:
+            _fit_with_curve(
+                trainer, experiment, images, train_labels, resume_path, validate_every, validation_size
+            )
+        else:
+            trainer.fit(images, train_labels, checkpoint=resume_path)
         meta = {
             "steps": trainer.step,
             "wall_time_s": round(trainer.elapsed_s, 1),
@@ -222,6 +235,8 @@ def train(
             "final_losses": trainer.history[-1] if trainer.history else {},
             "history": trainer.history,
         }
+        if "validation" in trainer.meta:
+            meta["validation"] = trainer.meta["validation"]
         if command is not None:
             meta["command"] = command
         save_model(out, experiment, trainer.model, meta)
@@ -231,8 +246,26 @@ def train(
     return meta
 
 
-def _resume_state(path: Path, experiment: Experiment, resume: bool, force: bool) -> dict | None:
-    """The trainer state to continue from, after the checks of :func:`train`; None to start fresh."""
+def _fit_with_curve(trainer, experiment, images, labels, checkpoint, every: int, size: int) -> None:
+    """``trainer.fit`` in stretches of ``every`` steps, measuring the validation split after each."""
+    from mistlib.evaluation import VALIDATION_SEED, measure
+
+    tensors = dataset_tensors(make_dataset(experiment, "test", size, seed=VALIDATION_SEED))
+    curve = trainer.meta.setdefault("validation", [])
+    total = trainer.config.steps
+    while True:
+        if not curve or curve[-1]["step"] < trainer.step:
+            metrics = measure(trainer.model, experiment, *tensors)
+            curve.append({"step": trainer.step, **metrics})
+        if trainer.step >= total:
+            break
+        trainer.fit(
+            images, labels, checkpoint=checkpoint, steps=min(total, (trainer.step // every + 1) * every)
+        )
+
+
+def _resume_state(path: Path, experiment: Experiment, resume: bool, force: bool) -> tuple | None:
+    """(trainer state, metadata) to continue from, after the checks of :func:`train`; None: start fresh."""
     if not path.exists():
         if resume:
             print(f"note: no {path} to resume: starting from step 0", file=sys.stderr)
@@ -254,7 +287,7 @@ def _resume_state(path: Path, experiment: Experiment, resume: bool, force: bool)
                 f"cannot resume {path}: it trains another experiment ({'; '.join(differences)}); use the "
                 "same settings, or --force without --resume to discard it"
             )
-    return checkpoint["state"]
+    return checkpoint["state"], checkpoint.get("meta") or {}
 
 
 def _stored_step(path: Path) -> str:
