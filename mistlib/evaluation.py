@@ -8,8 +8,10 @@ from the MNIST test digits), so neither shares a digit image with training.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -125,3 +127,24 @@ def validation_metrics(model: MIST, experiment: Experiment, size: int = 300) -> 
     """
     tensors = dataset_tensors(make_dataset(experiment, "test", size, seed=VALIDATION_SEED))
     return measure(model, experiment, *tensors)
+
+
+def read_curve(path: str | Path) -> tuple[dict, list[dict]]:
+    """A learning curve written by ``research/curves.py``: its header and one dict per measurement.
+
+    Each measurement has ``step``, ``iou50``, ``near4`` and ``rmse`` or ``classification`` (fractions),
+    ``wall_s``, and the training losses of that stretch. A model checkpoint written by
+    :func:`mistlib.runs.train` keeps the same measurements in ``meta["validation"]``.
+
+    Example:
+        >>> import tempfile
+        >>> path = Path(tempfile.mkdtemp()) / "run.jsonl"
+        >>> _ = path.write_text('{"name": "run"}\\n{"step": 0, "iou50": 0.35}\\n{"step": 250, "iou50": 0.4}\\n')
+        >>> header, points = read_curve(path)
+        >>> header["name"], [p["step"] for p in points]
+        ('run', [0, 250])
+    """
+    lines = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    if not lines or "step" in lines[0]:
+        raise ValueError(f"{path}: not a learning curve (no header line)")
+    return lines[0], lines[1:]
