@@ -40,10 +40,12 @@ NOTE = (
     "numbers are comparable with the paper's in spirit, not digit for digit. Test images are fresh draws "
     "(seed 1) from the test digits, never seen in training. On MNIST, every reconstruction row combines its "
     "placed patches by a pixelwise maximum rather than eq. (6)'s sum (MISTConfig.composite; "
-    "research/README.md, section 6). The MNIST reconstruction rows of MIST and naive top-K keep only the "
-    "local maxima of a 5 x 5 window before the top-K (MISTConfig.nms, the non-maximum suppression of "
-    "section 3 of the paper; research/README.md, section 8); the Gabor and classification rows were trained "
-    "before that change and are evaluated as trained, without it."
+    "research/README.md, section 6). MIST and naive top-K keep only the local maxima of a 5 x 5 window "
+    "before the top-K (MISTConfig.nms, the non-maximum suppression of section 3 of the paper; "
+    "research/README.md, section 8), except rows trained before that change (the Gabor row), which are "
+    "evaluated as trained. The steps and command columns say which recipe made each row: rows of 3000 "
+    "steps are the compact networks of the current cpu budget (research/README.md, section 9), rows of a "
+    "few hundred steps an earlier, shorter cpu recipe."
 )
 
 
