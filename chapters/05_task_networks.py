@@ -86,7 +86,10 @@ print("K =", autoencoder.config.k, "patches of", autoencoder.config.patch_size, 
 # For reconstruction, $\mathcal{T}_\tau$ is an auto-encoder applied to each patch on its own (§5.1), with the
 # layout of §8: a $32 \times 32 \times C$ input, five levels down (three ResNet blocks, then a $2 \times 2$
 # max-pooling, channels doubling from 8 to 128) to a $128 \times 1 \times 1$ code, five levels up
-# (transposed convolutions) and a sigmoid output, with layer normalisation before the convolutions.
+# (transposed convolutions) and a sigmoid output, with layer normalisation before the convolutions. The
+# checkpoint shipped with this book uses the compact version of chapter 8 (`mistlib.compact`: one strided
+# convolution per level, a 64-number code), which a CPU trains in minutes; the cell below prints which one
+# it loaded.
 #
 # One design choice matters for MIST as a whole: the encoder and decoder are joined **only** through that
 # code, with no U-Net style skip connections. With skips, the decoder could copy any window straight to its
@@ -105,7 +108,9 @@ with torch.no_grad():
 print(f"encoder {count['encoder']:,} and decoder {count['decoder']:,} parameters")
 print("patches", tuple(out.patches.shape), "-> codes", tuple(codes.shape), "-> decoded",
       tuple(out.task_output.shape))  # fmt: skip
-assert codes.shape[-1] == 128  # the bottleneck of §8
+compact = ae_experiment.model.task_network == "compact"
+print("task network:", "compact (mistlib.compact)" if compact else "§8")
+assert codes.shape[-1] == (ae_experiment.model.task_code if compact else 128)  # the bottleneck
 assert float(out.task_output.min()) > 0 and float(out.task_output.max()) < 1  # sigmoid output
 with torch.no_grad():
     assert torch.allclose(net.decode(codes), out.task_output)  # the code is the only path to the output
@@ -332,7 +337,8 @@ print(f"squared-histogram loss: {sq_hand:.4f} on the worked example, "
 #
 # - The task network $\mathcal{T}_\tau$ processes each of the K patches on its own, with shared weights; only
 #   it and the loss change between tasks (§5).
-# - For reconstruction it is an auto-encoder with a 128-number bottleneck and no skips (§8), so that only
+# - For reconstruction it is an auto-encoder with a narrow bottleneck and no skips (§8: 128 numbers; the
+#   compact one we ship: 64), so that only
 #   windows holding a typical instance decode well. $\mathcal{S}^{-1}$ places each decoded patch back in its
 #   window, and eq. (6) compares the sum of the placed patches with the image (our MNIST models: their
 #   pixelwise maximum, which does not reward pushing overlapping windows apart).

@@ -100,15 +100,15 @@ fig
 # %% [markdown]
 # **How far are these numbers from the paper's, and why?** The paper trained every model to convergence on
 # a GPU. The checkpoints shipped with this book were trained on a 2-core CPU, and the `budget` column says
-# which recipe each row used: `cpu` rows are *short* runs of a slimmer heatmap network (a few hundred
-# steps, see chapter 8), so their numbers say how far a quarter of an hour of CPU gets, not what the method
-# can do. The next cell states it from the files themselves, so the sentence stays true whatever
-# checkpoints the book is built with.
+# which recipe each row used: `cpu` rows use the compact networks (chapter 8) for a few thousand steps of
+# batch 32, under half an hour of one core each, so their numbers say how far that budget gets, not what
+# the method can do at the paper's scale. The next cell states it from the files themselves, so the
+# sentence stays true whatever checkpoints the book is built with.
 
 # %%
 cpu_rows = [r for r in table1 if row_budget(r) == "cpu"]
 print(
-    f"Table 1: {len(cpu_rows)} of {len(table1)} rows are short CPU-budget runs; "
+    f"Table 1: {len(cpu_rows)} of {len(table1)} rows are CPU-budget runs; "
     f"steps per row: {sorted({r.steps for r in table1})}"
 )
 print("Retrain at the paper's scale (GPU recipe):  python -m mistlib reproduce table1 --retrain --budget gpu")
@@ -242,7 +242,7 @@ table2 = load_results("table2")
 print(results_table(table2))
 cpu_rows = [r for r in table2 if row_budget(r) == "cpu"]
 print(
-    f"Table 2: {len(cpu_rows)} of {len(table2)} rows are short CPU-budget runs; "
+    f"Table 2: {len(cpu_rows)} of {len(table2)} rows are CPU-budget runs; "
     f"steps per row: {sorted({r.steps for r in table2})}"
 )
 
@@ -309,7 +309,7 @@ fig
 # - Table 1 scores reconstructions by RMSE and Table 2 scores detection (IoU $\geq 0.5$) and
 #   classification; both were rebuilt here from `results/*.json`, with the training steps, device and
 #   budget of every row printed beside our number and the paper's.
-# - The shipped checkpoints are short CPU-budget runs wherever the `budget` column says `cpu`; their
+# - The shipped checkpoints are CPU-budget runs wherever the `budget` column says `cpu`; their
 #   numbers are not the paper's, and `python -m mistlib reproduce table1 --retrain` (GPU recipe) is the
 #   way to test the paper's claims at full scale.
 # - A low RMSE does not mean instances were found: the grid baseline tiles the image and never moves
