@@ -139,7 +139,8 @@ def read_curve(path: str | Path) -> tuple[dict, list[dict]]:
     Example:
         >>> import tempfile
         >>> path = Path(tempfile.mkdtemp()) / "run.jsonl"
-        >>> _ = path.write_text('{"name": "run"}\\n{"step": 0, "iou50": 0.35}\\n{"step": 250, "iou50": 0.4}\\n')
+        >>> lines = ['{"name": "run"}', '{"step": 0, "iou50": 0.35}', '{"step": 250, "iou50": 0.4}']
+        >>> _ = path.write_text("\\n".join(lines))
         >>> header, points = read_curve(path)
         >>> header["name"], [p["step"] for p in points]
         ('run', [0, 250])

