@@ -385,7 +385,7 @@ def measure_inference(cfg: BenchConfig, state: dict, images: torch.Tensor) -> di
 
 @torch.no_grad()
 def evaluate_rmse(model: MIST, images: torch.Tensor, batch: int = 250) -> float:
-    """RMSE of the clamped reconstructions of ``images`` (N, 1, H, W), as ``experiments.evaluate``."""
+    """RMSE of the clamped reconstructions of ``images`` (N, 1, H, W), as ``mistlib.evaluation.evaluate``."""
     metric = RMSE()
     for start in range(0, images.shape[0], batch):
         chunk = images[start : start + batch]

@@ -92,7 +92,7 @@ def reproduce(
     trained with its recipe of size ``budget`` ("gpu" or "cpu", see :func:`~mistlib.experiments.recipe`),
     with ``steps`` and ``train_size`` overridden when given. A row cites the command stored in its checkpoint.
     Each row is evaluated on ``eval_size`` fresh test images (N, 1, 80, 80)
-    (:func:`mistlib.experiments.evaluate`).
+    (:func:`mistlib.evaluation.evaluate`).
 
     Example:
         >>> reproduce("table3")

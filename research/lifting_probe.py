@@ -22,8 +22,9 @@ import torch
 from mistlib.baselines import EndToEndConfig, EndToEndTrainer
 from mistlib.data import MNISTHard
 from mistlib.experiments import dataset_tensors
-from mistlib.lifting import LiftingConfig, LiftingTrainer, refine_keypoints
+from mistlib.lifting import LiftingConfig, LiftingTrainer
 from mistlib.model import MIST, MISTConfig
+from mistlib.refine import refine_keypoints
 from mistlib.training import batch_indices, step_generator
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from mistlib.__main__ import main
+from mistlib.cli import main
 from mistlib.checkpoint import CheckpointError
 from mistlib.experiments import Experiment, load_model, pretrained, recipe
 from mistlib.tables import render, reproduce
