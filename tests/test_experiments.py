@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from mistlib.cli import main
 from mistlib.checkpoint import CheckpointError
+from mistlib.cli import main
 from mistlib.experiments import Experiment, load_model, pretrained, recipe
 from mistlib.tables import render, reproduce
 
