@@ -402,7 +402,7 @@ assert all(0 < score["rmse"] < 1 for score in scores.values())
 # - **Networks.** The `compact` networks of `mistlib.presets`, the heatmap at 0.4 × resolution: 17 × faster
 #   on 2 cores (chapter 8).
 #
-# The targets stay those of §6: $ar{\mathbf{h}} = \mathcal{E}_K^{-1}$ of the refined keypoints, no location
+# The targets stay those of §6: $\bar{\mathbf{h}} = \mathcal{E}_K^{-1}$ of the refined keypoints, no location
 # labels, K the only supervision for reconstruction.
 #
 # ## Summary

@@ -295,7 +295,7 @@ def test_config_table_marks_exactly_the_differing_fields():
     assert lines[0].split() == ["field", "gpu", "cpu"]
     marked = {line.split()[0] for line in lines[1:] if line.endswith("*")}
     differing = {f for f in vars(gpu) if getattr(gpu, f) != getattr(cpu, f)}
-    assert marked == differing and {"steps", "batch_size"} <= marked
+    assert marked == differing and {"steps", "refine_optimizer"} <= marked
     assert len(lines) == 1 + len(vars(gpu))
     with pytest.raises(ValueError, match="same class"):
         config_table(a=gpu, b=recipe("reconstruct", "mnist-hard", "grid").trainer_config())
