@@ -131,9 +131,7 @@ def _check_size(size: object) -> tuple[int, int]:
     return height, width
 
 
-def target_heatmap(
-    keypoints: torch.Tensor, scales: torch.Tensor, size: Sequence[int], mass: torch.Tensor | None = None
-) -> torch.Tensor:
+def target_heatmap(keypoints: torch.Tensor, scales: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """``E_K^{-1}``: the target heatmap ``h_bar`` whose top-K extraction gives back ``keypoints`` (§6).
 
     Zeros everywhere except at the pixel of each keypoint: ``x`` and ``y`` are rounded to the nearest pixel
@@ -152,7 +150,6 @@ def target_heatmap(
         keypoints: (B, K, 3) as (x, y, s) in pixels, ``s > 0``.
         scales: (S,) positive, strictly increasing side lengths in pixels.
         size: (H, W) of the heatmap.
-        mass: (B, K) the mass of each keypoint instead of 1 (e.g. how much of the task it explains).
 
     Returns:
         (B, S, H, W) with the dtype and device of ``keypoints``.
@@ -178,25 +175,19 @@ def target_heatmap(
         low = (torch.searchsorted(scales, s.contiguous(), right=True) - 1).clamp(0, num_scales - 2)  # (B, K)
         w_high = (s - scales[low]) / (scales[low + 1] - scales[low])  # (B, K), fraction for scales[low + 1]
     pixel = row * width + col  # (B, K)
-    unit = torch.ones_like(s) if mass is None else mass.to(s)  # (B, K)
     flat = keypoints.new_zeros(batch, num_scales * height * width)  # (B, S * H * W)
-    flat = flat.scatter_add(1, low * height * width + pixel, unit * (1 - w_high))
+    flat = flat.scatter_add(1, low * height * width + pixel, 1 - w_high)
     if num_scales > 1:
-        flat = flat.scatter_add(1, (low + 1) * height * width + pixel, unit * w_high)
+        flat = flat.scatter_add(1, (low + 1) * height * width + pixel, w_high)
     return flat.view(batch, num_scales, height, width)  # (B, S, H, W)
 
 
 def lift_target(
-    keypoints: torch.Tensor,
-    scales: torch.Tensor,
-    size: tuple[int, int],
-    sigma: float,
-    mass: torch.Tensor | None = None,
+    keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int], sigma: float
 ) -> torch.Tensor:
-    """``h_bar = E_K^{-1}(x*)``: single points (sigma = 0) or Gaussian blobs with peak 1 (times ``mass``).
+    """``h_bar = E_K^{-1}(x*)``: single points (sigma = 0) or Gaussian blobs with peak 1.
 
-    Args: keypoints (B, K, 3); scales (S,); size (H, W); sigma in pixels; mass (B, K) or None (ones).
-    Returns: (B, S, H, W).
+    Args: keypoints (B, K, 3); scales (S,); size (H, W); sigma in pixels. Returns: (B, S, H, W).
 
     Example:
         >>> scales = torch.tensor([16.0, 24.0])
@@ -204,7 +195,7 @@ def lift_target(
         >>> target[0, :, 6, 5].tolist(), target.sum().item()
         ([0.5, 0.5], 1.0)
     """
-    return _blur_target(target_heatmap(keypoints, scales, size, mass), sigma)  # (B, S, H, W)
+    return _blur_target(target_heatmap(keypoints, scales, size), sigma)  # (B, S, H, W)
 
 
 def _blur_target(target: torch.Tensor, sigma: float) -> torch.Tensor:

@@ -27,11 +27,9 @@ import torch
 from mistlib.checks import check_images, checks
 from mistlib.extract import lift_target, topk_extract
 from mistlib.model import MIST
-from mistlib.refine import REFINE_RULES, keypoint_credit, refine_keypoints
+from mistlib.refine import REFINE_RULES, refine_keypoints
 from mistlib.training import TrainConfig, Trainer, resolve_device, step_generator
 from mistlib.traininglog import TrainingLog
-
-LIFT_MASSES = ("unit", "credit")  # the mass of each refined keypoint in h_bar (lift_terms)
 
 
 @dataclass
@@ -60,7 +58,6 @@ class LiftingConfig(TrainConfig):
     warmup_windows: str = "random"  # warm-up windows: "random", or "heatmap": E_K of the (frozen) heatmap net
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
-    lift_mass: str = "unit"  # "unit": each keypoint 1 in h_bar (§6); "credit": what it explains (lift_terms)
     lr_schedule: str = "constant"  # "cosine": both learning rates decay to 0 over the lifting steps
     pick_ema: float = 0.0  # > 0: stage 1 picks x from a moving average of eta with this decay (a target net)
     snapshot_every: int = 0  # record the probe images into the training log every n steps (0: never)
@@ -75,7 +72,6 @@ class LiftingConfig(TrainConfig):
             ("warmup_loss", ("patch", "image")),
             ("warmup_windows", ("random", "heatmap")),
             ("refine_optimizer", REFINE_RULES),
-            ("lift_mass", LIFT_MASSES),
             ("lr_schedule", ("constant", "cosine")),
         ]
         for name, allowed in choices:
@@ -142,16 +138,12 @@ def lift_terms(
     labels: torch.Tensor | None,
     sigma: float,
     weighting: float,
-    mass: str = "unit",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What eq. (14) compares the heatmap with, and how much each image counts: no gradient.
 
     Returns: ``h_bar = E_K^{-1}(x*)`` (B, S, H, W) and the per-image weights (B,): ``exp(-w L_task(x*))``
     with ``w = weighting`` (the authors' weighting: a badly explained image teaches the heatmap less),
-    divided by its batch mean, or ones for ``weighting = 0``. ``mass="credit"`` gives each keypoint of
-    h_bar the mass ``credit_k / max_j credit_j`` of :func:`~mistlib.refine.keypoint_credit` instead of 1:
-    a keypoint that explains nothing (empty background, a digit another keypoint already covers) teaches
-    the heatmap to drop it.
+    divided by its batch mean, or ones for ``weighting = 0``.
 
     Example:
         >>> from mistlib.model import MISTConfig
@@ -161,14 +153,8 @@ def lift_terms(
         >>> target.shape, float(target[0].sum()), round(float(weights.mean()), 4)  # K units of mass
         (torch.Size([2, 3, 80, 80]), 9.0, 1.0)
     """
-    if mass not in LIFT_MASSES:
-        raise ValueError(f"mass must be one of {LIFT_MASSES}, got {mass!r}")
     with torch.no_grad():
-        share = None
-        if mass == "credit":
-            credit = keypoint_credit(model, images, refined, labels)  # (B, K)
-            share = credit / credit.amax(1, keepdim=True).clamp_min(1e-12)
-        target = lift_target(refined, model.scales, tuple(images.shape[-2:]), sigma, share)  # (B, S, H, W)
+        target = lift_target(refined, model.scales, tuple(images.shape[-2:]), sigma)  # (B, S, H, W)
         weights = torch.ones(images.shape[0], device=images.device)
         if weighting > 0:
             refined_loss = model.task_loss(images, model.run_task(images, refined), labels, "none")
@@ -279,7 +265,7 @@ class LiftingTrainer(Trainer):
             heatmap, keypoints = model.extract(images)
             before = model.task_loss(images, model.run_task(images, keypoints), labels, "none")
         refined = self.refine(images, keypoints, labels)
-        target, _ = lift_terms(model, images, refined, labels, c.target_sigma, 0.0, c.lift_mass)
+        target, _ = lift_terms(model, images, refined, labels, c.target_sigma, 0.0)
         with torch.no_grad():
             out = model.run_task(images, refined)
             after = model.task_loss(images, out, labels, "none")
@@ -331,7 +317,7 @@ class LiftingTrainer(Trainer):
             refined = self.refine(images, keypoints, labels)
             # stage 3: h_bar = E_K^{-1}(x*); eta <- optimise H_eta with L_lift = ||h_bar - H_eta(I)||^2
             sigma, weighting = config.target_sigma, config.lift_weighting
-            target, weights = lift_terms(model, images, refined, labels, sigma, weighting, config.lift_mass)
+            target, weights = lift_terms(model, images, refined, labels, sigma, weighting)
             lift = heatmap_regression(self.optimizers["heatmap"], heatmap, target, weights)
             if self.picker is not None:
                 with torch.no_grad():

@@ -218,48 +218,6 @@ def leave_one_out(canvases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return first[:, 0], torch.where(is_first, second, first)
 
 
-@torch.no_grad()
-def keypoint_credit(
-    model: MIST, images: torch.Tensor, keypoints: torch.Tensor, labels: torch.Tensor | None
-) -> torch.Tensor:
-    """How much each keypoint explains: ``L_task`` without keypoint k minus ``L_task`` with all K (>= 0).
-
-    Reconstruction: eq. (6) with patch k left out of the composite. Classification: eq. (7) with row k
-    left out of the mean of the K patch predictions. A keypoint on empty background earns about 0.
-
-    Args: images (B, C, H, W); keypoints (B, K, 3); labels (B, L) or None. Returns: (B, K).
-
-    Example:
-        >>> from mistlib.model import MISTConfig
-        >>> model = MIST(MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=2, composite="max"))
-        >>> images = torch.zeros(1, 1, 80, 80)
-        >>> images[..., 30:50, 30:50] = 1.0  # one bright square; the second window sees only black
-        >>> credit = keypoint_credit(model, images, torch.tensor([[[40.0, 40, 20], [70, 10, 16]]]), None)
-        >>> bool(credit[0, 0] > 10 * credit[0, 1]), credit.shape
-        (True, torch.Size([1, 2]))
-    """
-    out = model.run_task(images, keypoints)
-    now = model.task_loss(images, out, labels, "none")  # (B,)
-    k = keypoints.shape[1]
-    if model.config.task == "classify" and k == 1:
-        return torch.ones_like(now)[:, None]  # the only keypoint explains everything
-    if model.config.task == "classify":
-        keep = torch.arange(k, device=images.device)
-        keep = keep[None].expand(k, k)[~torch.eye(k, dtype=torch.bool, device=images.device)].view(k, k - 1)
-        others = out.logits[:, keep]  # (B, K, K - 1, N): the logits of the other keypoints
-        repeated = labels.repeat_interleave(k, dim=0)
-        lost = multi_instance_loss(others.flatten(0, 1), repeated, reduction="none").view(-1, k)  # (B, K)
-    else:
-        background, size = model.config.background, tuple(images.shape[-2:])
-        canvases = place_patches(out.task_output - background, keypoints, size)  # (B, K, C, H, W)
-        if model.config.composite == "sum":
-            others = canvases.sum(1, keepdim=True) - canvases
-        else:
-            others = leave_one_out(canvases)[1]
-        lost = ((images[:, None] - background - others) ** 2).flatten(2).mean(-1)  # (B, K)
-    return (lost - now[:, None]).clamp_min(0)
-
-
 def search_moves(step: float, device: torch.device | None = None) -> torch.Tensor:
     """:data:`SEARCH_MOVES` scaled by ``step`` pixels: (M, 3).
 
