@@ -219,3 +219,80 @@ def test_readme_screenshot_is_small():
     png = ROOT / "docs" / "site.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert png.stat().st_size < 300 * 1024
+
+
+MENU_PAGE = "chapters/04_patch_extraction"
+
+
+@pytest.mark.browser
+def test_chapter_menu_opens_and_closes_on_a_phone(site, tab):
+    """At 390 px the sidebar is hidden behind ☰, which must open it as a dialog (theme bug #2451, fixed by
+    docs/_static/sidebar-toggles.js) with the chapter links, and Escape must close it."""
+    base, _ = site
+    page = tab.page
+    page.set_viewport_size({"width": 390, "height": 844})
+    tab.open(page_url(base, MENU_PAGE))
+    menu = page.locator("#pst-primary-sidebar-modal")
+    assert not page.locator("#pst-primary-sidebar").is_visible(), "at phone width the sidebar starts hidden"
+    page.locator(".primary-toggle:visible").first.click()
+    page.wait_for_function("document.getElementById('pst-primary-sidebar-modal').open")
+    link = menu.locator("a", has_text="Training by lifting")
+    assert link.is_visible(), "the open menu shows the chapter links"
+    page.keyboard.press("Escape")
+    page.wait_for_function("!document.getElementById('pst-primary-sidebar-modal').open")
+    page.locator(".primary-toggle:visible").first.click()
+    with page.expect_navigation():
+        menu.locator("a", has_text="Training by lifting").click()
+    assert page.url.split("#")[0] == page_url(base, "chapters/06_training_by_lifting")
+    assert not tab.problems, "\n".join(tab.problems)
+
+
+@pytest.mark.browser
+def test_sidebar_button_collapses_the_sidebar_on_a_desktop(site, tab):
+    base, _ = site
+    tab.open(page_url(base, MENU_PAGE))
+    page = tab.page
+    sidebar = page.locator("#pst-primary-sidebar")
+    assert sidebar.is_visible()
+    page.locator(".primary-toggle:visible").first.click()
+    hidden = "getComputedStyle(document.getElementById('pst-primary-sidebar')).visibility === 'hidden'"
+    page.wait_for_function(hidden)
+    page.locator(".primary-toggle:visible").first.click()
+    page.wait_for_function(f"!({hidden})")
+    assert not tab.problems, "\n".join(tab.problems)
+
+
+def _luminance(rgb: str) -> float:
+    """Relative luminance (WCAG 2) of a CSS ``rgb(r, g, b)`` colour."""
+    channels = [int(v) / 255 for v in re.findall(r"\d+", rgb)[:3]]
+    linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
+    return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
+
+
+@pytest.mark.browser
+def test_saved_widgets_are_readable_in_dark_mode(site, tab):
+    """In dark mode a widget's labels must contrast with what is behind them (WCAG ratio ≥ 4.5), and the
+    widget must not sit in a light box (the theme's default for widget areas)."""
+    base, _ = site
+    tab.open(page_url(base, MENU_PAGE))
+    page = tab.page
+    switch = page.locator(".theme-switch-button:visible").first
+    for _ in range(3):  # the switch cycles light → dark → auto
+        if page.evaluate("document.documentElement.dataset.theme") == "dark":
+            break
+        switch.click()
+    assert page.evaluate("document.documentElement.dataset.theme") == "dark"
+    colours = page.evaluate(
+        """() => { const w = document.querySelector('article .jupyter-widgets');
+                   const behind = e => { for (; e; e = e.parentElement) {
+                       const c = getComputedStyle(e).backgroundColor;
+                       if (c !== 'rgba(0, 0, 0, 0)') return c; }
+                     return 'rgb(255, 255, 255)'; };
+                   const label = w.querySelector('.widget-label, .widget-readout');
+                   return {text: getComputedStyle(label).color, back: behind(label)}; }"""
+    )
+    text, back = _luminance(colours["text"]), _luminance(colours["back"])
+    contrast = (max(text, back) + 0.05) / (min(text, back) + 0.05)
+    assert back < 0.1, f"the widget sits on a light background in dark mode: {colours}"
+    assert contrast >= 4.5, f"widget labels unreadable in dark mode: {colours}, contrast {contrast:.1f}"
+    assert not tab.problems, "\n".join(tab.problems)
