@@ -1,4 +1,5 @@
-"""Tests of mistlib/viz/extraction.py: the §4 figures (heatmaps, soft NMS, top-K, eq. 2, sampler), widgets."""
+"""Tests of mistlib/viz/heatmaps.py and extraction.py: the §4 figures (heatmaps, soft NMS, top-K, eq. 2,
+sampler) and their widgets."""
 
 from __future__ import annotations
 
@@ -14,18 +15,14 @@ from mistlib.extract import topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet, local_spatial_softmax
 from mistlib.model import MIST, MISTConfig
 from mistlib.sampler import sample_patches
-from mistlib.viz.extraction import (
+from mistlib.viz.extraction import sample_points, show_normalisation, show_sampler, show_topk, topk_widget
+from mistlib.viz.heatmaps import (
     heatmap_net_at,
-    sample_points,
     scale_space,
     scales_widget,
-    show_normalisation,
-    show_sampler,
     show_scale_maps,
     show_scale_space,
     show_soft_nms,
-    show_topk,
-    topk_widget,
 )
 
 

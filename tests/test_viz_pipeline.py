@@ -1,4 +1,4 @@
-"""Tests of mistlib/viz/pipeline.py: eq. (1) drawn end to end, the top-K gradient figure, the §2 diagrams."""
+"""Tests of mistlib/viz/pipeline.py (eq. (1) end to end, the top-K gradient) and viz/localisers.py (§2)."""
 
 from __future__ import annotations
 
@@ -15,26 +15,29 @@ from mistlib.baselines import ChannelwiseMIST, grid_keypoints
 from mistlib.extract import topk_extract
 from mistlib.metrics import box_iou, keypoints_to_boxes
 from mistlib.model import MIST, MISTConfig
-from mistlib.viz.pipeline import (
+from mistlib.viz.draw import WINDOW_COLOR
+from mistlib.viz.localisers import (
+    BROKEN_COLOR,
     GOOD_COLOR,
-    NO_GRAD_COLOR,
-    WINDOW_COLOR,
     cell_counts,
     ink_scores,
-    pipeline_diagram,
     select_proposals,
     sequential_diagram,
     show_channelwise,
-    show_first_look,
     show_grid_assignment,
     show_heatmap_picks,
+    sliding_proposals,
+    transfer_diagram,
+    weakly_supervised_diagram,
+)
+from mistlib.viz.pipeline import (
+    NO_GRAD_COLOR,
+    pipeline_diagram,
+    show_first_look,
     show_patches,
     show_pipeline,
     show_topk_gradient,
     show_windows,
-    sliding_proposals,
-    transfer_diagram,
-    weakly_supervised_diagram,
 )
 
 
@@ -208,7 +211,7 @@ def test_show_grid_assignment_colours_crowded_and_single_cells(image):
     (ax,) = fig.axes
     colors = [to_hex(r.get_edgecolor()) for r in rectangles(ax)]
     assert colors.count(WINDOW_COLOR) == 4  # every cell outlined
-    assert colors.count(NO_GRAD_COLOR) == 2 and colors.count(GOOD_COLOR) == 1
+    assert colors.count(BROKEN_COLOR) == 2 and colors.count(GOOD_COLOR) == 1
     assert ax.get_title() == "2 of 4 cells hold 2+ centres"
     dots = ax.lines[0]
     assert list(dots.get_xdata()) == centers[:, 0].tolist()

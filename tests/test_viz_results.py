@@ -1,4 +1,4 @@
-"""Tests of mistlib/viz/results.py: the tables, Figures 3–6, the results widget and the §8 layer tables."""
+"""Tests of the §7–8 figures and tables: Tables 1–2, Figures 3–6, the results widget, the §8 layer tables."""
 
 from __future__ import annotations
 
@@ -18,25 +18,20 @@ from mistlib.heatmap import HeatmapConfig, HeatmapNet
 from mistlib.metrics import detection_metrics, keypoints_to_boxes
 from mistlib.model import MIST, MISTConfig
 from mistlib.tables import PAPER, TABLES, Row
+from mistlib.viz.compute import config_table, count_flops, layer_table, show_compute
+from mistlib.viz.matching import correct_detections, localisation_errors
+from mistlib.viz.result_tables import results_table, row_budget, show_table
 from mistlib.viz.results import (
     MISSED_COLOR,
     RIGHT_COLOR,
     WRONG_COLOR,
     compare_methods,
-    config_table,
-    correct_detections,
-    count_flops,
-    layer_table,
-    localisation_errors,
-    results_table,
     results_widget,
-    row_budget,
     show_autoencoding,
     show_classification,
     show_detections,
     show_inverse_rendering,
     show_method,
-    show_table,
 )
 
 TINY = MISTConfig(
@@ -302,8 +297,6 @@ def test_config_table_marks_exactly_the_differing_fields():
 
 
 def test_show_compute_draws_one_bar_per_part_in_gflops():
-    from mistlib.viz.results import show_compute
-
     fig = show_compute({"a": 2e9, "b": 5e8, "c": 1e10})
     ax = fig.axes[0]
     assert [bar.get_width() for bar in ax.patches] == pytest.approx([2.0, 0.5, 10.0])

@@ -1,4 +1,4 @@
-"""Tests of mistlib/viz/training.py: the lifting stages, the training-log scrubber, losses, the ablation."""
+"""Tests of the §6 figures: the lifting stages, the training-log scrubber, losses, the ablation."""
 
 from __future__ import annotations
 
@@ -22,12 +22,14 @@ from mistlib.extract import (
 from mistlib.lifting import LiftingConfig, LiftingTrainer  # noqa: E402
 from mistlib.model import MIST, MISTConfig  # noqa: E402
 from mistlib.traininglog import TrainingLog  # noqa: E402
-from mistlib.viz.training import (  # noqa: E402
-    ACTIVE_COLOR,
+from mistlib.viz.comparisons import (  # noqa: E402
     compare_methods,
-    plot_losses,
     show_gradient_support,
     show_keypoint_moves,
+)
+from mistlib.viz.curves import plot_losses  # noqa: E402
+from mistlib.viz.training import (  # noqa: E402
+    ACTIVE_COLOR,
     show_lifting_stage,
     training_scrubber_widget,
 )

@@ -1,7 +1,8 @@
-"""Learning curves on the validation split (research/README.md §9, chapter 9): one line per run.
+"""Curves of training runs: the logged losses of one lifting run (chapter 6), and learning curves on the
+validation split (research/README.md §9, chapter 9), one line per run.
 
-Pure functions returning a new :class:`~matplotlib.figure.Figure` (see :mod:`mistlib.viz`). A curve is a
-sequence of measurements, dicts with ``step`` and metric values as fractions, as
+Pure functions returning a new :class:`~matplotlib.figure.Figure` (see :mod:`mistlib.viz`). A learning curve
+is a sequence of measurements, dicts with ``step`` and metric values as fractions, as
 :func:`mistlib.evaluation.read_curve` reads them or as a checkpoint keeps them in ``meta["validation"]``.
 """
 
@@ -10,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from matplotlib.figure import Figure
+
+from mistlib.viz.draw import AFTER_COLOR, BEFORE_COLOR
 
 LABELS = {
     "iou50": "validation IoU ≥ 50% (%)",
@@ -56,4 +59,47 @@ def plot_curves(
         ax.set_ylabel(LABELS.get(metric, metric))
         ax.grid(alpha=0.3)
     axes[0].legend(fontsize=8)
+    return fig
+
+
+def plot_losses(history: Sequence[Mapping[str, float]], warmup_steps: int = 0, size: float = 3.2) -> Figure:
+    """The logged loss curves of a lifting run: ``L_task`` (warm-up, lifting) and ``L_lift``, warm-up shaded.
+
+    Args:
+        history: the trainer's history (``meta["history"]`` of a checkpoint): entries with ``step`` and
+            ``warmup`` (warm-up steps), or ``task``, ``lift`` and ``moved_px`` (lifting steps).
+        warmup_steps: the config's ``warmup_steps``; the range [0, warmup_steps] is shaded on both axes.
+        size: height in inches.
+
+    Returns: a Figure with two axes (task, lift); a curve per logged quantity that has entries.
+
+    Example:
+        >>> history = [{"step": 50, "warmup": 0.2}, {"step": 100, "warmup": 0.1},
+        ...            {"step": 150, "task": 0.09, "lift": 3e-4}, {"step": 200, "task": 0.08, "lift": 2e-4}]
+        >>> fig = plot_losses(history, warmup_steps=100)
+        >>> [[line.get_label() for line in ax.lines] for ax in fig.axes]
+        [['warm-up (task net only)', 'L_task (lifting, stage 1)'], ['L_lift (stage 3)']]
+    """
+    fig = Figure(figsize=(2.2 * size, size), layout="constrained")
+    task_ax, lift_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    curves = (
+        (task_ax, "warmup", "warm-up (task net only)", "#7f7f7f"),
+        (task_ax, "task", "L_task (lifting, stage 1)", BEFORE_COLOR),
+        (lift_ax, "lift", "L_lift (stage 3)", AFTER_COLOR),
+    )
+    for ax, key, label, color in curves:
+        points = [(entry["step"], entry[key]) for entry in history if key in entry]
+        if points:
+            steps, values = zip(*points, strict=True)
+            ax.plot(steps, values, color=color, label=label, marker="." if len(points) < 20 else None)
+    last = max((entry["step"] for entry in history), default=warmup_steps)
+    for ax, title in ((task_ax, "task loss"), (lift_ax, "lift loss, eq. (14)")):
+        if warmup_steps > 0:
+            ax.axvspan(0, min(warmup_steps, last), color="#dddddd", label="warm-up")
+        ax.set_xlabel("training step")
+        ax.set_title(title, fontsize=10)
+        if ax.lines:
+            ax.legend(fontsize=8)
+        else:
+            ax.text(0.5, 0.5, "no lifting steps logged", ha="center", va="center", transform=ax.transAxes)
     return fig

@@ -14,18 +14,19 @@ import torch
 from matplotlib.figure import Figure
 
 from mistlib.model import MIST
+from mistlib.objective import Reconstruction
 from mistlib.sampler import COMPOSITES, place_patches
-from mistlib.viz.extraction import _figure_widget
-from mistlib.viz.scenes import _draw_image, _draw_windows
+from mistlib.viz.draw import WINDOW_COLOR, check_keypoints, draw_heatmap, draw_image, draw_label, draw_windows
+from mistlib.viz.widgets import figure_widget
 
-WINDOW_COLOR = "#17becf"  # patch windows (cyan)
 LABEL_COLOR = "#ff7f0e"  # the label histogram q (orange, as the ground-truth boxes)
 PREDICTION_COLOR = "#1f77b4"  # the mean prediction p (blue)
+SIGNED_CMAP = "RdBu_r"  # residuals, from -1 (blue) to 1 (red)
 
 
 def _check_patches(keypoints: torch.Tensor, decoded: torch.Tensor, name: str = "decoded") -> None:
-    if keypoints.dim() != 2 or keypoints.shape[-1] != 3:
-        raise ValueError(f"keypoints must have shape (K, 3) as (x, y, s), got {tuple(keypoints.shape)}")
+    """Raise a ValueError unless keypoints are (K, 3) and ``decoded`` (K, C, P, P)."""
+    check_keypoints(keypoints)
     if decoded.dim() != 4 or len(decoded) != len(keypoints):
         raise ValueError(f"{name} must have shape (K={len(keypoints)}, C, P, P), got {tuple(decoded.shape)}")
 
@@ -74,22 +75,6 @@ def running_composite(canvases: torch.Tensor, composite: str = "sum") -> torch.T
     raise ValueError(f"composite must be one of {COMPOSITES}, got {composite!r}")
 
 
-def _windows(ax, keypoints: torch.Tensor, solid: int | None = None) -> None:
-    """Windows of keypoints (K, 3) on ``ax``: the first ``solid`` solid, the rest dashed (all solid: None)."""
-    styles = ["-" if solid is None or index < solid else ":" for index in range(len(keypoints))]
-    _draw_windows(ax, keypoints, WINDOW_COLOR, styles)
-
-
-def _signed(ax, values: torch.Tensor, title: str) -> None:
-    """A signed (C, H, W) map (first channel) in a diverging colour map over [-1, 1], no ticks."""
-    ax.imshow(
-        values[0].detach().float().cpu().numpy(), cmap="RdBu_r", vmin=-1, vmax=1, interpolation="nearest"
-    )
-    ax.set_xticks([])
-    ax.set_yticks([])
-    ax.set_title(title, fontsize=8)
-
-
 def show_reconstruction_steps(
     image: torch.Tensor,
     keypoints: torch.Tensor,
@@ -135,18 +120,17 @@ def show_reconstruction_steps(
     fig = Figure(figsize=(max(6.5, 1.05 * k), 2.4 + 1.1 * len(rows)), layout="constrained")
     top, bottom = fig.subfigures(2, 1, height_ratios=[2.4, 1.1 * len(rows)])
     axes = top.subplots(1, 3)
-    _draw_image(axes[0], image)
-    _windows(axes[0], keypoints)
-    axes[0].set_title("image I and the K windows", fontsize=8)
-    _draw_image(axes[1], reconstruction)
+    draw_image(axes[0], image, "image I and the K windows")
+    draw_windows(axes[0], keypoints)
     error = float((image - reconstruction.cpu()).pow(2).mean())
-    axes[1].set_title(f"reconstruction, MSE {error:.4f}", fontsize=8)
-    _signed(axes[2], image - reconstruction.cpu(), "residual I - reconstruction")
+    draw_image(axes[1], reconstruction, f"reconstruction, MSE {error:.4f}")
+    residual = (image - reconstruction.cpu())[0]  # (H, W): first channel, signed
+    draw_heatmap(axes[2], residual, -1.0, 1.0, cmap=SIGNED_CMAP, title="residual I - reconstruction")
     grid = bottom.subplots(len(rows), k, squeeze=False)
     for row, (name, values) in enumerate(rows):
         for column in range(k):
             ax = grid[row, column]
-            _draw_image(ax, values[column])
+            draw_image(ax, values[column])
             if name == composite:
                 ax.set_title(f"{composite} k ≤ {column + 1}", fontsize=7)
             elif row == 0:
@@ -194,12 +178,10 @@ def show_partial_reconstruction(
     error = float((image - partial).pow(2).mean())
     fig = Figure(figsize=(7.2, 2.8), layout="constrained")
     axes = fig.subplots(1, 3)
-    _draw_image(axes[0], image)
-    _windows(axes[0], keypoints, solid=placed)
-    axes[0].set_title("image and windows", fontsize=8)
-    _draw_image(axes[1], partial)
-    axes[1].set_title(f"{composite} of the first {placed} placed patches", fontsize=8)
-    _signed(axes[2], image - partial, "residual")
+    draw_image(axes[0], image, "image and windows")
+    draw_windows(axes[0], keypoints, styles=["-" if index < placed else ":" for index in range(k)])
+    draw_image(axes[1], partial, f"{composite} of the first {placed} placed patches")
+    draw_heatmap(axes[2], (image - partial)[0], -1.0, 1.0, cmap=SIGNED_CMAP, title="residual")
     fig.suptitle(f"{placed} of {k} patches placed, MSE {error:.4f}", fontsize=9)
     return fig
 
@@ -228,8 +210,8 @@ def reconstruction_widget(model: MIST, image: torch.Tensor):
     """
     import ipywidgets as widgets
 
-    if model.config.task != "reconstruct":
-        raise ValueError(f"model must be a reconstruction model, got task {model.config.task!r}")
+    if not isinstance(model.task, Reconstruction):
+        raise ValueError(f"model must be a reconstruction model, got task {model.task.name!r}")
     device = next(model.parameters()).device
     with torch.no_grad():
         out = model(image[None].float().to(device))
@@ -243,7 +225,7 @@ def reconstruction_widget(model: MIST, image: torch.Tensor):
 
     k = len(keypoints)
     slider = widgets.IntSlider(value=k, min=0, max=k, description="placed")
-    return _figure_widget(draw, placed=slider)
+    return figure_widget(draw, placed=slider)
 
 
 def label_histogram(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
@@ -300,15 +282,13 @@ def show_instance_loss(
     fig = Figure(figsize=(3.0 * panels + 0.6, max(2.8, 0.28 * k + 1.2)), layout="constrained")
     axes = fig.subplots(1, panels)
     if image is not None:
-        _draw_image(axes[0], image)
+        draw_image(axes[0], image, "patches and their most likely class")
         if keypoints is not None:
-            _windows(axes[0], keypoints)
-            for (x, y, s), c in zip(keypoints.detach().float().cpu().tolist(), probs.argmax(1).tolist(),
-                                    strict=True):  # fmt: skip
-                axes[0].text(x - s / 2 + 0.5, y - s / 2 + 0.5, str(c), fontsize=7, va="top", ha="left",
-                             color="black", clip_on=True,
-                             bbox={"facecolor": WINDOW_COLOR, "edgecolor": "none", "pad": 0.4})  # fmt: skip
-        axes[0].set_title("patches and their most likely class", fontsize=8)
+            draw_windows(axes[0], keypoints)
+            classes = probs.argmax(1).tolist()
+            for (x, y, s), c in zip(keypoints.detach().float().cpu().tolist(), classes, strict=True):
+                corner = (x - s / 2 + 0.5, y - s / 2 + 0.5)
+                draw_label(axes[0], *corner, str(c), WINDOW_COLOR, size=7, alpha=None)
     table, bars = axes[-2], axes[-1]
     table.imshow(probs.numpy(), cmap="Blues", vmin=0, vmax=1, aspect="auto")
     for row in range(k):

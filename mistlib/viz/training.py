@@ -1,9 +1,11 @@
-"""Figures of §6 (Algorithm 1, eq. 8–14): the three lifting stages, the training log and the ablation.
+"""Figures of §6 (Algorithm 1, eq. 8–14): the three lifting stages, one image at a time.
 
-Pure functions that return a new :class:`~matplotlib.figure.Figure` (see :mod:`mistlib.viz`), plus
-:func:`training_scrubber_widget`, a thin :mod:`ipywidgets` control over :func:`show_lifting_stage` that scrubs
-through a recorded :class:`~mistlib.traininglog.TrainingLog`. Keypoints are (x, y, s) in pixels: a window of
-side ``s`` centred on ``(x, y)``, x right, y down.
+A pure function that returns a new :class:`~matplotlib.figure.Figure` (see :mod:`mistlib.viz`),
+:func:`show_lifting_stage`, and :func:`training_scrubber_widget`, a thin :mod:`ipywidgets` control over it
+that scrubs through a recorded :class:`~mistlib.traininglog.TrainingLog`. Keypoints are (x, y, s) in pixels:
+a window of side ``s`` centred on ``(x, y)``, x right, y down. The other figures of chapter 6 (keypoint moves,
+gradient support, methods compared, loss curves) live in :mod:`mistlib.viz.comparisons` and
+:mod:`mistlib.viz.curves`, and can be imported from here too.
 """
 
 from __future__ import annotations
@@ -13,49 +15,23 @@ from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
-from matplotlib.colors import PowerNorm
 from matplotlib.figure import Figure
 
 from mistlib.extract import lift_target
-from mistlib.viz.scenes import _draw_boxes, _draw_image, _draw_windows, _png_outputs
+from mistlib.viz.comparisons import (  # noqa: F401 (chapter 6 imports them from here)
+    compare_methods,
+    show_gradient_support,
+    show_keypoint_moves,
+)
+from mistlib.viz.curves import plot_losses  # noqa: F401 (chapter 6 imports it from here)
+from mistlib.viz.draw import AFTER_COLOR, BEFORE_COLOR, draw_heatmap, draw_image, draw_keypoints, draw_moves
+from mistlib.viz.widgets import png_outputs
 
-BEFORE_COLOR = "#1f77b4"  # x = E_K(H(I)), the keypoints before stage 2
-AFTER_COLOR = "#d62728"  # x*, the keypoints after stage 2
 ACTIVE_COLOR = "#2ca02c"  # frame of the panels a stage works on
-DETECTION_COLOR = "#17becf"  # a method's windows in compare_methods (ground truth boxes stay orange)
 STAGES = {1: "task update", 2: "keypoint refinement", 3: "heatmap regression"}
 DEFAULT_SCALES = (16.0, 20.0, 25.0)  # MISTConfig().scales
 FADED = 0.3  # alpha of the panels a stage does not touch
-
-
-def _draw_keypoints(ax, keypoints: torch.Tensor, color: str, dashed: bool = False, windows: bool = True):
-    """Draw keypoints (K, 3) as (x, y, s): each centre, and (``windows``) a square of side s around it."""
-    if windows:
-        _draw_windows(ax, keypoints, color, "--" if dashed else "-")
-    centres = keypoints[:, :2].detach().float().cpu()
-    ax.plot(centres[:, 0].numpy(), centres[:, 1].numpy(), "+" if dashed else "o", color=color, markersize=3)
-
-
-def _draw_moves(ax, before: torch.Tensor, after: torch.Tensor) -> None:
-    """An arrow from each keypoint of ``before`` (K, 3) to the same keypoint of ``after`` (K, 3)."""
-    for (x0, y0, _), (x1, y1, _) in zip(before.tolist(), after.tolist(), strict=True):
-        if (x1 - x0) ** 2 + (y1 - y0) ** 2 > 1e-6:
-            arrow = {"arrowstyle": "->", "color": AFTER_COLOR, "lw": 1}
-            ax.annotate("", xy=(x1, y1), xytext=(x0, y0), arrowprops=arrow)
-
-
-def _draw_map(ax, values: torch.Tensor, cmap: str = "magma", gamma: float = 1.0) -> None:
-    """Show a non-negative (H, W) map scaled to its own maximum (colours ~ value ** gamma), pixel centres at
-    integer coordinates."""
-    values = values.detach().float().cpu()
-    vmax = float(values.max()) if float(values.max()) > 0 else 1.0
-    norm = PowerNorm(gamma, vmin=0, vmax=vmax)
-    ax.imshow(values.numpy(), cmap=cmap, norm=norm, interpolation="nearest")
-    height, width = values.shape
-    ax.set_xlim(-0.5, width - 0.5)
-    ax.set_ylim(height - 0.5, -0.5)  # y down
-    ax.set_xticks([])
-    ax.set_yticks([])
+REQUIRED = ("image", "heatmap", "keypoints", "refined", "output")  # what a snapshot must hold
 
 
 def _frame(ax, active: bool) -> None:
@@ -122,53 +98,18 @@ def show_lifting_stage(
     """
     if stage not in STAGES:
         raise ValueError(f"stage must be 1, 2 or 3, got {stage!r}")
-    for name in ("image", "heatmap", "keypoints", "refined", "output"):
+    for name in REQUIRED:
         if name not in snapshot:
             raise ValueError(f"snapshot has no {name!r}: expected the output of LiftingTrainer.inspect")
-    picture = snapshot["image"][image]  # (C, H, W)
-    heatmap = snapshot["heatmap"][image]  # (S, H, W)
     before, after = snapshot["keypoints"][image], snapshot["refined"][image]  # (K, 3)
-    if "target" in snapshot:
-        target = snapshot["target"][image]  # (S, H, W)
-    else:
-        scale_tensor = torch.as_tensor(list(scales), dtype=torch.float32)
-        target = lift_target(after[None].float(), scale_tensor, tuple(picture.shape[-2:]), sigma)[0]
-
     fig = Figure(figsize=(4 * size, size + 0.7), layout="constrained")
     axes = [fig.add_subplot(1, 4, index + 1) for index in range(4)]
-    _draw_image(axes[0], picture)
-    _draw_keypoints(axes[0], before, BEFORE_COLOR, dashed=stage > 1)
-    if stage > 1:
-        _draw_keypoints(axes[0], after, AFTER_COLOR)
-        _draw_moves(axes[0], before, after)
-    axes[0].set_title("image I, x → x*" if stage > 1 else "image I, x = E_K(H(I))", fontsize=9)
-
-    peak = heatmap.amax(0)  # (H, W), eq. (3)
-    _draw_map(axes[1], peak, gamma=0.5)  # a trained heatmap is peaky: a square-root scale shows the rest
-    shown_points, color = (after, AFTER_COLOR) if stage == 3 else (before, BEFORE_COLOR)
-    _draw_keypoints(axes[1], shown_points, color, windows=False)
-    axes[1].set_title(f"heatmap H(I) (√ scale), peak {float(peak.max()):.3g}", fontsize=9)
-
-    output = snapshot["output"][image]
-    if output.dim() == 3:  # a reconstruction (C, H, W)
-        _draw_image(axes[2], output)
-        _draw_keypoints(axes[2], after, AFTER_COLOR)
-        axes[2].set_title("reconstruction at x*", fontsize=9)
-    else:  # logits (K, classes): the predicted histogram of eq. (7)
-        histogram = output.float().softmax(-1).mean(0)  # (classes,)
-        axes[2].bar(range(len(histogram)), histogram.tolist(), color=AFTER_COLOR)
-        axes[2].set_ylim(0, 1)
-        axes[2].set_xticks(range(len(histogram)))
-        axes[2].tick_params(labelsize=7)
-        axes[2].set_title("mean class probabilities at x*", fontsize=9)
-
-    shown = target.sum(0)  # (H, W)
-    if sigma <= 0:
-        shown = F.max_pool2d(shown[None, None], 3, stride=1, padding=1)[0, 0]  # dilate single points
-    _draw_map(axes[3], shown, cmap="viridis")
-    _draw_keypoints(axes[3], after, AFTER_COLOR, windows=False)
-    axes[3].set_title("target h̄ = E_K⁻¹(x*)", fontsize=9)
-
+    _draw_input(axes[0], snapshot["image"][image], before, after, stage)
+    _draw_peak(axes[1], snapshot["heatmap"][image], after if stage == 3 else before, stage)
+    _draw_output(axes[2], snapshot["output"][image], after)
+    target = _shown_target(snapshot, image, scales, sigma)  # (H, W)
+    draw_heatmap(axes[3], target, cmap="viridis", title="target h̄ = E_K⁻¹(x*)", title_size=9)
+    draw_keypoints(axes[3], after, AFTER_COLOR, windows=False)
     active = {1: (0, 1), 2: (0, 2), 3: (1, 3)}[stage]
     for index, ax in enumerate(axes):
         _frame(ax, index in active)
@@ -177,6 +118,57 @@ def show_lifting_stage(
         parts.insert(1, "warm-up, not applied yet")
     fig.suptitle(" · ".join(parts), fontsize=10)
     return fig
+
+
+def _draw_input(ax, picture: torch.Tensor, before: torch.Tensor, after: torch.Tensor, stage: int) -> None:
+    """Panel 1: the image (C, H, W) with ``x`` (K, 3), and from stage 2 on ``x*`` (K, 3) and the moves."""
+    draw_image(ax, picture, "image I, x → x*" if stage > 1 else "image I, x = E_K(H(I))", title_size=9)
+    draw_keypoints(ax, before, BEFORE_COLOR, dashed=stage > 1)
+    if stage > 1:
+        draw_keypoints(ax, after, AFTER_COLOR)
+        draw_moves(ax, before, after)
+
+
+def _draw_peak(ax, heatmap: torch.Tensor, keypoints: torch.Tensor, stage: int) -> None:
+    """Panel 2: ``max_s`` of the heatmap (S, H, W) with the centres of ``x*`` (stage 3) or ``x`` (K, 3)."""
+    peak = heatmap.amax(0)  # (H, W), eq. (3)
+    title = f"heatmap H(I) (√ scale), peak {float(peak.max()):.3g}"
+    draw_heatmap(ax, peak, gamma=0.5, title=title, title_size=9)  # peaky: a square-root scale shows the rest
+    draw_keypoints(ax, keypoints, AFTER_COLOR if stage == 3 else BEFORE_COLOR, windows=False)
+
+
+def _draw_output(ax, output: torch.Tensor, after: torch.Tensor) -> None:
+    """Panel 3: the reconstruction (C, H, W) with ``x*`` (K, 3), or the mean class probabilities of logits
+    (K, classes), the predicted histogram of eq. (7)."""
+    if output.dim() == 3:
+        draw_image(ax, output, "reconstruction at x*", title_size=9)
+        draw_keypoints(ax, after, AFTER_COLOR)
+        return
+    histogram = output.float().softmax(-1).mean(0)  # (classes,)
+    ax.bar(range(len(histogram)), histogram.tolist(), color=AFTER_COLOR)
+    ax.set_ylim(0, 1)
+    ax.set_xticks(range(len(histogram)))
+    ax.tick_params(labelsize=7)
+    ax.set_title("mean class probabilities at x*", fontsize=9)
+
+
+def _shown_target(
+    snapshot: Mapping[str, torch.Tensor], image: int, scales: Sequence[float], sigma: float
+) -> torch.Tensor:
+    """Panel 4's map: ``h_bar = E_K^{-1}(x*)`` (the snapshot's, or computed) summed over scales, (H, W).
+
+    Single-point targets (``sigma`` 0) are dilated 3 x 3 so that they show.
+    """
+    if "target" in snapshot:
+        target = snapshot["target"][image]  # (S, H, W)
+    else:
+        after, size = snapshot["refined"][image], tuple(snapshot["image"].shape[-2:])
+        scale_tensor = torch.as_tensor(list(scales), dtype=torch.float32)
+        target = lift_target(after[None].float(), scale_tensor, size, sigma)[0]
+    shown = target.sum(0)  # (H, W)
+    if sigma <= 0:
+        shown = F.max_pool2d(shown[None, None], 3, stride=1, padding=1)[0, 0]  # dilate single points
+    return shown
 
 
 def _title_parts(snapshot: Mapping[str, torch.Tensor], stage: int, image: int, step: int | None) -> list[str]:
@@ -194,175 +186,6 @@ def _title_parts(snapshot: Mapping[str, torch.Tensor], stage: int, image: int, s
     elif stage == 3 and value("lift") is not None:
         parts.append(f"L_lift = {value('lift')}")
     return parts
-
-
-def show_keypoint_moves(
-    images: torch.Tensor,
-    before: torch.Tensor,
-    after: torch.Tensor,
-    labels: tuple[str, str] = ("before", "after"),
-    arrows: bool = True,
-    size: float = 2.4,
-) -> Figure:
-    """Keypoints of the same images at two moments: ``before`` (blue, dashed), ``after`` (red), and arrows.
-
-    The arrows join the keypoints in the order they are given (the k-th before to the k-th after), which is
-    meaningful for stage 2; two separate top-K extractions are ordered by score, so pass ``arrows=False``.
-
-    Args:
-        images: (B, C, H, W) in [0, 1]; before, after: (B, K, 3) as (x, y, s).
-        labels: legend names of the two sets.
-        arrows: draw an arrow from each keypoint of ``before`` to the same one of ``after``.
-        size: side of one image in inches.
-
-    Returns: a Figure with B axes; each holds 2K rectangles (K dashed, K solid).
-
-    Example:
-        >>> images = torch.rand(2, 1, 16, 16)
-        >>> before = torch.tensor([[[4.0, 4.0, 6.0]], [[8.0, 8.0, 6.0]]])
-        >>> fig = show_keypoint_moves(images, before, before + torch.tensor([2.0, 0.0, 0.0]))
-        >>> len(fig.axes), [len(ax.patches) for ax in fig.axes], len(fig.axes[0].texts)
-        (2, [2, 2], 1)
-    """
-    if before.shape != after.shape or before.shape[0] != images.shape[0]:
-        raise ValueError(
-            f"before {tuple(before.shape)} and after {tuple(after.shape)} must both be (B, K, 3) with "
-            f"B = {images.shape[0]} images"
-        )
-    count = images.shape[0]
-    fig = Figure(figsize=(size * count, size + 0.5), layout="constrained")
-    for index in range(count):
-        ax = fig.add_subplot(1, count, index + 1)
-        _draw_image(ax, images[index])
-        _draw_keypoints(ax, before[index], BEFORE_COLOR, dashed=True)
-        _draw_keypoints(ax, after[index], AFTER_COLOR)
-        if arrows:
-            _draw_moves(ax, before[index], after[index])
-    fig.suptitle(f"{labels[0]} (blue, dashed) and {labels[1]} (red)", fontsize=10)
-    return fig
-
-
-def show_gradient_support(
-    image: torch.Tensor, keypoints: torch.Tensor, gradients: Mapping[str, torch.Tensor], size: float = 2.6
-) -> Figure:
-    """Where a loss sends gradient into the heatmap: the image with its K picks, then ``|dL/dh|`` per loss.
-
-    Each gradient map is reduced to its support: a pixel is bright when the gradient is non-zero at any scale,
-    dark otherwise, and the panel's title counts the bright pixels.
-
-    Args:
-        image: (C, H, W); keypoints: (K, 3) as (x, y, s); gradients: name -> (S, H, W) or (H, W).
-        size: side of one panel in inches.
-
-    Returns: a Figure with ``1 + len(gradients)`` axes.
-
-    Example:
-        >>> grad = torch.zeros(2, 8, 8); grad[0, 3, 4] = 0.5
-        >>> fig = show_gradient_support(torch.rand(1, 8, 8), torch.tensor([[4.0, 3.0, 4.0]]), {"top-K": grad})
-        >>> len(fig.axes), fig.axes[1].get_title()
-        (2, 'top-K: 1 of 64 pixels')
-    """
-    fig = Figure(figsize=(size * (1 + len(gradients)), size + 0.4), layout="constrained")
-    ax = fig.add_subplot(1, 1 + len(gradients), 1)
-    _draw_image(ax, image)
-    _draw_keypoints(ax, keypoints, BEFORE_COLOR)
-    ax.set_title(f"image, K = {keypoints.shape[0]} picks", fontsize=9)
-    for index, (name, grad) in enumerate(gradients.items()):
-        grad = grad.detach().abs().float().cpu()
-        support = (grad.sum(0) if grad.dim() == 3 else grad) > 0  # (H, W)
-        ax = fig.add_subplot(1, 1 + len(gradients), index + 2)
-        _draw_map(ax, support.float(), cmap="cividis")
-        ax.set_title(f"{name}: {int(support.sum())} of {support.numel()} pixels", fontsize=9)
-    return fig
-
-
-def plot_losses(history: Sequence[Mapping[str, float]], warmup_steps: int = 0, size: float = 3.2) -> Figure:
-    """The logged loss curves of a lifting run: ``L_task`` (warm-up, lifting) and ``L_lift``, warm-up shaded.
-
-    Args:
-        history: the trainer's history (``meta["history"]`` of a checkpoint): entries with ``step`` and
-            ``warmup`` (warm-up steps), or ``task``, ``lift`` and ``moved_px`` (lifting steps).
-        warmup_steps: the config's ``warmup_steps``; the range [0, warmup_steps] is shaded on both axes.
-        size: height in inches.
-
-    Returns: a Figure with two axes (task, lift); a curve per logged quantity that has entries.
-
-    Example:
-        >>> history = [{"step": 50, "warmup": 0.2}, {"step": 100, "warmup": 0.1},
-        ...            {"step": 150, "task": 0.09, "lift": 3e-4}, {"step": 200, "task": 0.08, "lift": 2e-4}]
-        >>> fig = plot_losses(history, warmup_steps=100)
-        >>> [[line.get_label() for line in ax.lines] for ax in fig.axes]
-        [['warm-up (task net only)', 'L_task (lifting, stage 1)'], ['L_lift (stage 3)']]
-    """
-    fig = Figure(figsize=(2.2 * size, size), layout="constrained")
-    task_ax, lift_ax = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    curves = (
-        (task_ax, "warmup", "warm-up (task net only)", "#7f7f7f"),
-        (task_ax, "task", "L_task (lifting, stage 1)", BEFORE_COLOR),
-        (lift_ax, "lift", "L_lift (stage 3)", AFTER_COLOR),
-    )
-    for ax, key, label, color in curves:
-        points = [(entry["step"], entry[key]) for entry in history if key in entry]
-        if points:
-            steps, values = zip(*points, strict=True)
-            ax.plot(steps, values, color=color, label=label, marker="." if len(points) < 20 else None)
-    last = max((entry["step"] for entry in history), default=warmup_steps)
-    for ax, title in ((task_ax, "task loss"), (lift_ax, "lift loss, eq. (14)")):
-        if warmup_steps > 0:
-            ax.axvspan(0, min(warmup_steps, last), color="#dddddd", label="warm-up")
-        ax.set_xlabel("training step")
-        ax.set_title(title, fontsize=10)
-        if ax.lines:
-            ax.legend(fontsize=8)
-        else:
-            ax.text(0.5, 0.5, "no lifting steps logged", ha="center", va="center", transform=ax.transAxes)
-    return fig
-
-
-def compare_methods(
-    images: torch.Tensor,
-    results: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-    boxes: torch.Tensor | None = None,
-    size: float = 2.0,
-) -> Figure:
-    """Methods side by side on the same images: per method a row of detections (cyan windows, ground truth
-    in orange) and a row of reconstructions.
-
-    Args:
-        images: (B, C, H, W) in [0, 1].
-        results: method name -> (keypoints (B, K, 3), reconstruction (B, C, H, W)).
-        boxes: optional ground-truth boxes (B, L, 4) as (x0, y0, x1, y1), drawn in orange under the picks
-            (rows of zeros are padding and are skipped).
-        size: side of one image in inches.
-
-    Returns: a Figure with ``2 * len(results) * B`` axes, row by row (a method: detections, reconstructions).
-
-    Example:
-        >>> images = torch.rand(3, 1, 16, 16)
-        >>> picks = torch.tensor([[4.0, 4.0, 6.0], [10.0, 10.0, 6.0]]).expand(3, 2, 3)
-        >>> fig = compare_methods(images, {"a": (picks, images), "b": (picks, images * 0)})
-        >>> len(fig.axes), len(fig.axes[0].patches), fig.axes[3].get_ylabel()
-        (12, 2, 'a\\nreconstruction')
-    """
-    count = images.shape[0]
-    rows = 2 * len(results)
-    fig = Figure(figsize=(size * count + 0.4, size * rows), layout="constrained")
-    for row, (name, (keypoints, reconstruction)) in enumerate(results.items()):
-        for column in range(count):  # detections
-            ax = fig.add_subplot(rows, count, 2 * row * count + column + 1)
-            _draw_image(ax, images[column])
-            if boxes is not None:
-                real = boxes[column][(boxes[column] != 0).any(-1)]  # (L_b, 4)
-                _draw_boxes(ax, real, None)
-            _draw_keypoints(ax, keypoints[column], DETECTION_COLOR)
-            if column == 0:
-                ax.set_ylabel(f"{name}\ndetections", fontsize=9)
-        for column in range(count):  # reconstructions
-            ax = fig.add_subplot(rows, count, (2 * row + 1) * count + column + 1)
-            _draw_image(ax, reconstruction[column].clamp(0, 1))
-            if column == 0:
-                ax.set_ylabel(f"{name}\nreconstruction", fontsize=9)
-    return fig
 
 
 def training_scrubber_widget(
@@ -439,7 +262,7 @@ def training_scrubber_widget(
                 real_step < warmup_steps,
                 size,
             )
-            out.outputs = _png_outputs(fig, dpi, text)
+            out.outputs = png_outputs(fig, dpi, text)
         except Exception:
             out.outputs = ({"output_type": "stream", "name": "stderr", "text": traceback.format_exc()},)
             raise
