@@ -153,8 +153,8 @@ class EndToEndTrainer(Trainer):
 
     def __init__(self, model: MIST, task: str, config: EndToEndConfig | None = None) -> None:
         super().__init__()
-        if task != model.config.task:
-            raise ValueError(f"task {task!r} does not match the model's task {model.config.task!r}")
+        if task != model.task.name:
+            raise ValueError(f"task {task!r} does not match the model's task {model.task.name!r}")
         self.config = config or EndToEndConfig()
         self.model = model.to(resolve_device(self.config.device))
         groups = [{"params": list(model.task_net.parameters()), "lr": self.config.lr_task}]

@@ -3,12 +3,14 @@
 Serves the training of §6–§8 (Algorithm 1 runs for many steps and must survive interruption) and the shipped
 models behind Tables 1–2. A checkpoint is one plain dict::
 
-    {"format": "mistlib-checkpoint", "version": 1, "kind": "mist", "config": {...}, "state": {...},
+    {"format": "mistlib-checkpoint", "version": 2, "kind": "mist", "config": {...}, "state": {...},
      "meta": {...}, "created_with": {"mistlib": "0.1.0", "torch": "2.x"}}
 
 It holds only tensors, numbers, strings and containers, so ``torch.load(weights_only=True)`` reads it without
 running any pickled code. ``config`` is JSON-like (what built the model); ``state`` holds state dicts,
 optimiser states and RNG states (:func:`rng_state`); ``meta`` is free-form (steps, wall time, losses).
+
+Older versions are migrated on load (:data:`MIGRATIONS`), so every checkpoint ever written still loads.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from mistlib import __version__
 from mistlib.files import atomic_write
 
 FORMAT = "mistlib-checkpoint"  # the marker that tells our checkpoints from any other torch file
-VERSION = 1  # bumped when the layout of the dict changes
+VERSION = 2  # bumped when the layout of the dict changes; MIGRATIONS brings older ones up to date
 _JSON_LEAVES = (str, int, float, bool, type(None))
 _WEIGHTS_ONLY_LEAVES = (*_JSON_LEAVES, bytes, complex, torch.dtype, torch.device, torch.Size)
 
@@ -205,12 +207,61 @@ def load_checkpoint(
             "e.g. a bare state_dict saved with torch.save"
         )
     version = checkpoint.get("version")
-    if not isinstance(version, int) or version > VERSION:
+    if not isinstance(version, int) or not 1 <= version <= VERSION:
         raise CheckpointError(
             f"checkpoint {path} has version {version!r}; this mistlib reads up to {VERSION}"
         )
     if kind is not None and checkpoint.get("kind") != kind:
         raise CheckpointError(f"checkpoint {path} holds kind {checkpoint.get('kind')!r}, expected {kind!r}")
+    return migrate(checkpoint)
+
+
+def _v1_to_v2(checkpoint: dict) -> dict:
+    """Version 2 moved the task network inside the task object (``task_net.*`` -> ``task.net.*``), and
+    fills the model-config fields that version-1 files could lack with the values they were trained with
+    (``nms=1``: no suppression, ``composite="sum"``: eq. 6)."""
+    state = checkpoint.get("state")
+    if isinstance(state, dict) and isinstance(state.get("model"), dict):
+        state["model"] = _renamed(state["model"], "task_net.", "task.net.")
+    config = checkpoint.get("config")
+    model = config.get("model") if isinstance(config, dict) else None
+    if isinstance(model, dict) and "k" in model:
+        model.setdefault("nms", 1)
+        model.setdefault("composite", "sum")
+    checkpoint["version"] = 2
+    return checkpoint
+
+
+def _renamed(state_dict: dict, old: str, new: str) -> OrderedDict:
+    """``state_dict`` with the prefix ``old`` of its keys (and of its per-module ``_metadata``) -> ``new``."""
+
+    def rename(key: str) -> str:
+        return new + key[len(old) :] if key.startswith(old) else key
+
+    renamed = OrderedDict((rename(key), value) for key, value in state_dict.items())
+    metadata = getattr(state_dict, "_metadata", None)
+    if metadata is not None:
+        renamed._metadata = OrderedDict(  # type: ignore[attr-defined]
+            (new.rstrip(".") + key[len(old) - 1 :] if key.startswith(old.rstrip(".")) else key, value)
+            for key, value in metadata.items()
+        )
+    return renamed
+
+
+MIGRATIONS = {1: _v1_to_v2}  # version -> the function that brings a checkpoint dict one version up
+
+
+def migrate(checkpoint: dict) -> dict:
+    """Bring a checkpoint dict of any earlier version up to :data:`VERSION`, one migration at a time.
+
+    Example:
+        >>> old = {"version": 1, "config": {"model": {"k": 9}}, "state": {"model": {"task_net.w": 1}}}
+        >>> new = migrate(old)
+        >>> new["version"], list(new["state"]["model"]), new["config"]["model"]
+        (2, ['task.net.w'], {'k': 9, 'nms': 1, 'composite': 'sum'})
+    """
+    while checkpoint["version"] < VERSION:
+        checkpoint = MIGRATIONS[checkpoint["version"]](checkpoint)
     return checkpoint
 
 

@@ -165,26 +165,8 @@ def _plain(text: str) -> str:
     return text.replace("``", "").replace("::", ":")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``mist`` argument parser (subcommands train, evaluate, reproduce).
-
-    Example:
-        >>> build_parser().parse_args(["evaluate", "model.pt"]).size
-        1000
-    """
-    parser = argparse.ArgumentParser(prog="mist", description=_plain(__doc__), formatter_class=_Formatter)
-    parser.add_argument(
-        "--version", action="version", version=f"mistlib {__version__} (torch {torch.__version__})"
-    )
-    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,reproduce}")
-
-    def command(name: str, help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
-        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
-        return sub
-
-    p = command("train", "train one method on one dataset and write its checkpoint")
+def _train_arguments(p: argparse.ArgumentParser) -> None:
+    """The options of ``mist train``."""
     p.add_argument("--task", choices=TASKS, default="reconstruct", help="§5.1 reconstruction or §5.2 classes")
     p.add_argument("--data", choices=list(DATASETS), default="mnist-hard", help="dataset of §7.1")
     p.add_argument("--method", choices=METHODS, default="mist", help="mist (lifting) or a baseline")
@@ -220,6 +202,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--eval-size", type=positive_int, default=1000, help="test images evaluated at the end")
     p.set_defaults(run=_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mist`` argument parser (subcommands train, evaluate, reproduce).
+
+    Example:
+        >>> build_parser().parse_args(["evaluate", "model.pt"]).size
+        1000
+    """
+    parser = argparse.ArgumentParser(prog="mist", description=_plain(__doc__), formatter_class=_Formatter)
+    parser.add_argument(
+        "--version", action="version", version=f"mistlib {__version__} (torch {torch.__version__})"
+    )
+    parser.add_argument("--debug", action="store_true", help="show the full traceback of an error")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,evaluate,reproduce}")
+
+    def command(name: str, help: str) -> argparse.ArgumentParser:
+        sub = commands.add_parser(name, help=help, description=help, formatter_class=_Formatter)
+        sub.add_argument("--debug", action="store_true", default=argparse.SUPPRESS, help="show tracebacks")
+        return sub
+
+    _train_arguments(command("train", "train one method on one dataset and write its checkpoint"))
 
     p = command("evaluate", "evaluate a checkpoint on fresh test images")
     p.add_argument("checkpoint", help="a checkpoint written by mist train")

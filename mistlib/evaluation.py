@@ -79,7 +79,7 @@ def measure(
     results = detection.compute()
     metrics: dict[str, float | None] = {"iou50": results["iou50"]}
     metrics["near4"] = near / instances if instances else None
-    if experiment.task == "reconstruct":
+    if "rmse" in model.task.metrics:
         metrics["rmse"] = rmse.compute()
     else:
         metrics.update(classification=results["classification"], both=results["both"])
@@ -114,8 +114,7 @@ def evaluate(
     """
     tensors = dataset_tensors(make_dataset(experiment, "test", size, seed=seed))
     metrics = measure(model, experiment, *tensors, batch_size=batch_size, progress=progress)
-    keys = ("rmse", "iou50") if experiment.task == "reconstruct" else ("iou50", "classification", "both")
-    return {key: metrics[key] for key in keys}
+    return {key: metrics[key] for key in model.task.metrics}
 
 
 def validation_metrics(model: MIST, experiment: Experiment, size: int = 300) -> dict[str, float | None]:

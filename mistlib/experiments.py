@@ -24,9 +24,34 @@ from mistlib.presets import PRESETS
 from mistlib.training import Trainer, resolve_device
 
 DATASETS = {"mnist-easy": MNISTEasy, "mnist-hard": MNISTHard, "gabor": GaborNoise}
-METHODS = ("mist", "grid", "channelwise", "naive")
 TASKS = ("reconstruct", "classify")
-MODEL_CLASSES = {"mist": MIST, "naive": MIST, "grid": GridMIST, "channelwise": ChannelwiseMIST}
+
+
+@dataclass(frozen=True)
+class Method:
+    """How one method of Tables 1–2 is built and trained: an entry of :data:`METHODS`.
+
+    Attributes:
+        model: the model class, built from a :class:`~mistlib.model.MISTConfig`.
+        trainer: the trainer class, built as ``trainer(model, task, config)``.
+        config: the trainer's config class.
+        model_settings: ``MISTConfig`` fields the method's recipe sets (every budget).
+        train_settings: trainer settings of the full (``gpu``) recipe.
+        cpu_settings: trainer settings the ``cpu`` budget adds.
+        cpu_steps: steps of the ``cpu`` budget per dataset.
+
+    Example:
+        >>> METHODS["grid"].trainer.__name__, METHODS["mist"].model_settings
+        ('EndToEndTrainer', {'nms': 5})
+    """
+
+    model: type[MIST]
+    trainer: type[Trainer]
+    config: type
+    model_settings: dict = field(default_factory=dict)
+    train_settings: dict = field(default_factory=dict)
+    cpu_settings: dict = field(default_factory=dict)
+    cpu_steps: dict = field(default_factory=lambda: {"mnist-hard": 3000, "mnist-easy": 3000, "gabor": 3000})
 
 
 @dataclass
@@ -79,22 +104,39 @@ class Experiment:
     def trainer_config(self) -> LiftingConfig | EndToEndConfig:
         """The trainer config: ``LiftingConfig`` for "mist", else ``EndToEndConfig``, with ``seed`` and
         the overrides of ``train``."""
-        base = LiftingConfig if self.method == "mist" else EndToEndConfig
-        return base(**{"seed": self.seed, **self.train})
+        return METHODS[self.method].config(**{"seed": self.seed, **self.train})
 
 
 BUDGETS = ("gpu", "cpu")
-# steps of the cpu budget (batch 32, compact networks): each row trains in well under 30 minutes on one core
-CPU_STEPS = {
-    "mist": {"mnist-hard": 3000, "mnist-easy": 2000, "gabor": 1200},
-    "baseline": {"mnist-hard": 3000, "mnist-easy": 3000, "gabor": 3000},
-}
-CPU_LIFTING = {  # Algorithm 1 on the cpu budget (research/README.md §9 measures each choice)
-    "refine_optimizer": "search",
-    "refine_iterations": 2,
-    "refine_step": 1.0,
-    "pick_ema": 0.99,
-    "lr_schedule": "cosine",
+NMS = {"nms": 5}  # research/README.md §8: without non-maximum suppression a broad peak wins all K places
+METHODS: dict[str, Method] = {
+    "mist": Method(
+        MIST,
+        LiftingTrainer,
+        LiftingConfig,
+        model_settings=NMS,
+        # research/README.md: the auto-encoder must first learn to encode windows (per-patch loss; on MNIST
+        # the heatmap's own picks), or stage 2 pushes keypoints off the ink; then small, proportional steps
+        train_settings={
+            "warmup_steps": 1500,
+            "lift_weighting": 5.0,
+            "refine_iterations": 4,
+            "refine_step": 0.5,
+        },
+        # research/README.md §9: stage 2 by a local search of L_task, picks from a moving average of eta
+        cpu_settings={
+            "warmup_steps": 500,
+            "refine_optimizer": "search",
+            "refine_iterations": 2,
+            "refine_step": 1.0,
+            "pick_ema": 0.99,
+            "lr_schedule": "cosine",
+        },
+        cpu_steps={"mnist-hard": 3000, "mnist-easy": 2000, "gabor": 1200},
+    ),
+    "grid": Method(GridMIST, EndToEndTrainer, EndToEndConfig),
+    "channelwise": Method(ChannelwiseMIST, EndToEndTrainer, EndToEndConfig),
+    "naive": Method(MIST, EndToEndTrainer, EndToEndConfig, model_settings=NMS),
 }
 
 
@@ -105,8 +147,9 @@ def recipe(
 
     ``budget="gpu"`` is the full recipe (§8 networks, 6,000 steps of batch 32: minutes on a GPU).
     ``budget="cpu"`` is what one CPU core trains in under half an hour per row, and what made the shipped
-    checkpoints: the ``compact`` networks (:mod:`mistlib.presets`), batch 32, :data:`CPU_STEPS` steps, and
-    for MIST the stage-2 search and moving-average picks of :data:`CPU_LIFTING`. The results files say
+    checkpoints: the ``compact`` networks (:mod:`mistlib.presets`), batch 32, the method's ``cpu_steps``,
+    and for MIST the stage-2 search and moving-average picks of its ``cpu_settings`` (:data:`METHODS`).
+    The results files say
     which budget produced each row. ``preset`` (:data:`mistlib.presets.PRESETS`) swaps
     the networks for a named size, e.g. ``"compact"``, keeping the budget's schedule.
 
@@ -140,22 +183,16 @@ def recipe(
         # research/README.md §6: with eq. (6)'s sum, stage 2 pushes overlapping windows apart and off the
         # ink; our scenes are composited by a pixelwise max, and so is their reconstruction (every method)
         model = dataclasses.replace(model, composite="max")
-    if method in ("mist", "naive"):
-        # research/README.md §8: without non-maximum suppression a broad trained peak wins all K places
-        model = dataclasses.replace(model, nms=5)
-    train = {"steps": 6000, "batch_size": 32}
-    if method == "mist":
-        # research/README.md: the auto-encoder must first learn to encode windows (per-patch loss; on MNIST
-        # the heatmap's own picks), or stage 2 pushes keypoints off the ink; then small, proportional steps
-        train.update(warmup_steps=1500, lift_weighting=5.0, refine_iterations=4, refine_step=0.5)
-        if mnist_reconstruction:
-            train.update(warmup_windows="heatmap")
+    if method not in METHODS:
+        raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
+    chosen = METHODS[method]
+    model = dataclasses.replace(model, **chosen.model_settings)
+    train = {"steps": 6000, "batch_size": 32, **chosen.train_settings}
+    if "warmup_steps" in train and mnist_reconstruction:
+        train.update(warmup_windows="heatmap")
     if budget == "cpu":
         model = dataclasses.replace(model, **PRESETS["compact"])  # the networks sized for 2 cores
-        train.update(steps=CPU_STEPS["mist" if method == "mist" else "baseline"][data])
-        if method == "mist":
-            # research/README.md §9: stage 2 by a local search of L_task, picks from a moving average of eta
-            train.update(CPU_LIFTING, warmup_steps=500)
+        train.update(steps=chosen.cpu_steps[data], **chosen.cpu_settings)
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
@@ -220,7 +257,7 @@ def build_model(experiment: Experiment) -> MIST:
         ('GridMIST', True)
     """
     torch.manual_seed(experiment.seed)
-    return MODEL_CLASSES[experiment.method](experiment.model)
+    return METHODS[experiment.method].model(experiment.model)
 
 
 def build_trainer(experiment: Experiment, model: MIST) -> Trainer:
@@ -236,10 +273,7 @@ def build_trainer(experiment: Experiment, model: MIST) -> Trainer:
         >>> type(trainer).__name__, trainer.config.steps
         ('EndToEndTrainer', 5)
     """
-    config = experiment.trainer_config()
-    if experiment.method == "mist":
-        return LiftingTrainer(model, experiment.task, config)
-    return EndToEndTrainer(model, experiment.task, config)
+    return METHODS[experiment.method].trainer(model, experiment.task, experiment.trainer_config())
 
 
 def checkpoint_dir() -> Path:
@@ -293,7 +327,7 @@ def save_model(path: str | Path, experiment: Experiment, model: MIST, meta: dict
         ...     save_model(Path(tmp) / "grid.pt", experiment, build_model(experiment), meta={"steps": 0})
         ...     checkpoint = load_checkpoint(Path(tmp) / "grid.pt", kind="model")
         >>> weights = checkpoint["state"]["model"]
-        >>> checkpoint["config"]["method"], weights["task_net.encoder.layers.0.weight"].dtype
+        >>> checkpoint["config"]["method"], weights["task.net.encoder.layers.0.weight"].dtype
         ('grid', torch.float16)
     """
     save_checkpoint(
@@ -324,7 +358,7 @@ def load_model(path: str | Path, device: str = "auto") -> tuple[MIST, Experiment
     checkpoint = load_checkpoint(path, kind="model")
     try:
         experiment = Experiment(**checkpoint["config"])
-        model = MODEL_CLASSES[experiment.method](experiment.model)
+        model = METHODS[experiment.method].model(experiment.model)
         model.load_state_dict(checkpoint["state"]["model"])
     except (TypeError, KeyError, RuntimeError, ValueError) as error:
         raise CheckpointError(

@@ -23,6 +23,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from torch import nn
 
 from mistlib.checks import check_images, checks
 from mistlib.extract import lift_target, topk_extract
@@ -122,10 +123,9 @@ def task_update(
     """
     optimizer.zero_grad(set_to_none=True)
     out = model.run_task(images, keypoints)
-    if per_patch and out.reconstruction is not None:
-        loss = ((out.task_output - out.patches) ** 2).mean()
-    else:
-        loss = model.task_loss(images, out, labels, "none").mean()
+    loss = model.task.patch_loss(out) if per_patch else None
+    if loss is None:
+        loss = model.task_loss(images, out, labels)
     loss.backward()
     optimizer.step()
     return loss.detach()
@@ -187,6 +187,55 @@ def heatmap_regression(
     return lift.detach()
 
 
+def random_windows(
+    images: torch.Tensor, k: int, scales: torch.Tensor, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """K uniformly random windows per image (the warm-up's): x, y anywhere in the image, s in the scale range.
+
+    Args: images (B, C, H, W); scales (S,). Returns: (B, K, 3).
+
+    Example:
+        >>> windows = random_windows(torch.zeros(2, 1, 80, 80), 9, torch.tensor([16.0, 25.0]))
+        >>> windows.shape, bool((windows[..., 2] >= 16).all() and (windows[..., 2] <= 25).all())
+        (torch.Size([2, 9, 3]), True)
+    """
+    batch, (height, width), device = images.shape[0], images.shape[-2:], images.device
+    uniform = torch.rand(batch, k, 3, generator=generator, device=device)
+    low = torch.tensor([0.0, 0.0, float(scales[0])], device=device)
+    high = torch.tensor([width - 1.0, height - 1.0, float(scales[-1])], device=device)
+    return low + uniform * (high - low)  # (B, K, 3)
+
+
+def cosine_decay(optimizers: dict, rates: dict[str, float], done: int, total: int) -> None:
+    """Set each optimiser's learning rate to ``rates[name]`` times a cosine: 1 at ``done = 0``, 0 at
+    ``total``.
+
+    Example:
+        >>> optimizers = {"task": torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0)}
+        >>> cosine_decay(optimizers, {"task": 0.1}, done=50, total=100)
+        >>> round(optimizers["task"].param_groups[0]["lr"], 6)
+        0.05
+    """
+    factor = 0.5 * (1 + math.cos(math.pi * min(done, total) / max(total, 1)))
+    for name, optimizer in optimizers.items():
+        for group in optimizer.param_groups:
+            group["lr"] = rates[name] * factor
+
+
+@torch.no_grad()
+def moving_average(average: nn.Module, live: nn.Module, decay: float) -> None:
+    """``average <- decay * average + (1 - decay) * live``, parameter by parameter (the picker of eta).
+
+    Example:
+        >>> average, live = nn.Linear(1, 1, bias=False), nn.Linear(1, 1, bias=False)
+        >>> _ = nn.init.zeros_(average.weight), nn.init.ones_(live.weight)
+        >>> moving_average(average, live, 0.9); average.weight.item()
+        0.10000000149011612
+    """
+    for mine, theirs in zip(average.parameters(), live.parameters(), strict=True):
+        mine.lerp_(theirs, 1 - decay)
+
+
 class LiftingTrainer(Trainer):
     """Algorithm 1 for a :class:`~mistlib.model.MIST` model: :meth:`train_step` runs its three stages,
     :func:`task_update`, :func:`refine_keypoints` and :func:`heatmap_regression`, on each batch.
@@ -197,9 +246,7 @@ class LiftingTrainer(Trainer):
     per batch, at :meth:`train_step`'s door, and are off inside it (:func:`mistlib.checks.checks`).
 
     Example:
-        >>> from mistlib.model import MISTConfig
-        >>> model = MIST(MISTConfig(task="reconstruct"))
-        >>> trainer = LiftingTrainer(model, "reconstruct", LiftingConfig(steps=100, device="cpu"))
+        >>> trainer = LiftingTrainer(MIST(), "reconstruct", LiftingConfig(steps=100, device="cpu"))
         >>> from mistlib.data import MNISTHard
         >>> history = trainer.fit(MNISTHard("train", size=512).images)  # doctest: +SKIP
     """
@@ -208,8 +255,8 @@ class LiftingTrainer(Trainer):
 
     def __init__(self, model: MIST, task: str, config: LiftingConfig | None = None) -> None:
         super().__init__()
-        if task != model.config.task:
-            raise ValueError(f"task {task!r} does not match the model's task {model.config.task!r}")
+        if task != model.task.name:
+            raise ValueError(f"task {task!r} does not match the model's task {model.task.name!r}")
         self.config = config or LiftingConfig()
         self.model = model.to(resolve_device(self.config.device))
         if self.config.channels_last:
@@ -233,15 +280,6 @@ class LiftingTrainer(Trainer):
         if not self.config.amp:
             return nullcontext()
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
-
-    def random_keypoints(self, batch: int, size: tuple[int, int]) -> torch.Tensor:
-        """K uniformly random windows per image for the warm-up, drawn from this step's generator."""
-        generator = step_generator(self.config.seed, self.step, self.device)
-        scales = self.model.scales
-        uniform = torch.rand(batch, self.model.config.k, 3, generator=generator, device=self.device)
-        low = torch.tensor([0.0, 0.0, float(scales[0])], device=self.device)
-        high = torch.tensor([size[1] - 1.0, size[0] - 1.0, float(scales[-1])], device=self.device)
-        return low + uniform * (high - low)  # (B, K, 3)
 
     def refine(
         self, images: torch.Tensor, keypoints: torch.Tensor, labels: torch.Tensor | None
@@ -270,7 +308,7 @@ class LiftingTrainer(Trainer):
             out = model.run_task(images, refined)
             after = model.task_loss(images, out, labels, "none")
             lift = ((heatmap - target) ** 2).flatten(1).mean(1)  # (B,), eq. (14)
-        output = out.reconstruction if out.reconstruction is not None else out.logits
+        output = model.task.prediction(out)
         return {
             "image": images,
             "heatmap": heatmap,
@@ -283,6 +321,24 @@ class LiftingTrainer(Trainer):
             "lift": lift,
         }
 
+    def pick(self, images: torch.Tensor, warming_up: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """This step's windows (B, K, 3) and, after the warm-up, the heatmap (B, S, H, W) whose gradient
+        stage 3 follows (None during the warm-up)."""
+        model, config = self.model, self.config
+        if warming_up and config.warmup_windows == "random":
+            generator = step_generator(config.seed, self.step, self.device)
+            return None, random_windows(images, model.config.k, model.scales, generator)
+        if warming_up:  # the heatmap's own picks, eta frozen: stage 1 alone
+            with torch.no_grad():
+                return None, model.extract(images)[1]
+        if self.picker is not None:  # picks from the moving average, regression on eta itself
+            with torch.no_grad():
+                keypoints = topk_extract(self.picker(images), model.config.k, model.scales, model.config.nms)
+            return model.heatmap_net(images), keypoints
+        # eta does not change before stage 3: this forward pass (kept for its gradient) serves both
+        heatmap, keypoints = model.extract(images)  # (B, S, H, W), (B, K, 3)
+        return heatmap, keypoints.detach()
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         """One batch of Algorithm 1 (after the warm-up; stage 1 alone during it): the losses as floats."""
         check_images("images", images, self.model.config.in_channels)
@@ -291,23 +347,12 @@ class LiftingTrainer(Trainer):
             self.log.record(self.step, self.inspect(*self.probe))
         warming_up = self.step < config.warmup_steps
         if config.lr_schedule == "cosine" and not warming_up:
-            self.set_learning_rates(self.step - config.warmup_steps, config.steps - config.warmup_steps)
+            rates = {"task": config.lr_task, "heatmap": config.lr_heatmap}
+            cosine_decay(
+                self.optimizers, rates, self.step - config.warmup_steps, config.steps - config.warmup_steps
+            )
         with checks(False), self.autocast():
-            heatmap = None
-            if warming_up and config.warmup_windows == "random":
-                keypoints = self.random_keypoints(images.shape[0], tuple(images.shape[-2:]))
-            elif warming_up:  # the heatmap's own picks, eta frozen: stage 1 alone
-                with torch.no_grad():
-                    keypoints = model.extract(images)[1]
-            elif self.picker is not None:  # picks from the moving average, regression on eta itself
-                heatmap = model.heatmap_net(images)  # (B, S, H, W)
-                with torch.no_grad():
-                    keypoints = topk_extract(
-                        self.picker(images), model.config.k, model.scales, model.config.nms
-                    )
-            else:  # eta does not change before stage 3: this forward pass (kept for its gradient) serves both
-                heatmap, keypoints = model.extract(images)  # (B, S, H, W), (B, K, 3)
-                keypoints = keypoints.detach()
+            heatmap, keypoints = self.pick(images, warming_up)
             per_patch = warming_up and config.warmup_loss == "patch"
             # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I))
             task = task_update(model, self.optimizers["task"], images, keypoints, labels, per_patch)
@@ -320,21 +365,10 @@ class LiftingTrainer(Trainer):
             target, weights = lift_terms(model, images, refined, labels, sigma, weighting)
             lift = heatmap_regression(self.optimizers["heatmap"], heatmap, target, weights)
             if self.picker is not None:
-                with torch.no_grad():
-                    pairs = zip(self.picker.parameters(), model.heatmap_net.parameters(), strict=True)
-                    for average, live in pairs:
-                        average.lerp_(live, 1 - config.pick_ema)
+                moving_average(self.picker, model.heatmap_net, config.pick_ema)
             moved = (refined[..., :2] - keypoints[..., :2]).norm(dim=-1).mean()
         task, lift, moved = torch.stack([task, lift, moved.detach()]).tolist()  # one read from the device
         return {"task": task, "lift": lift, "moved_px": moved}
-
-    def set_learning_rates(self, done: int, total: int) -> None:
-        """Cosine decay of both learning rates: full at ``done = 0`` lifting steps, 0 at ``total``."""
-        factor = 0.5 * (1 + math.cos(math.pi * min(done, total) / max(total, 1)))
-        rates = {"task": self.config.lr_task, "heatmap": self.config.lr_heatmap}
-        for name, optimizer in self.optimizers.items():
-            for group in optimizer.param_groups:
-                group["lr"] = rates[name] * factor
 
     def state_dict(self) -> dict:
         """The base trainer's state, plus the moving-average picker when there is one."""

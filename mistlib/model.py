@@ -1,8 +1,9 @@
 """The MIST architecture of §3, eq. (1): ``T_tau(S(E_K(H_eta(I))))`` wired together in one module.
 
-``MIST`` owns the two trainable parts, the heatmap network ``H_eta`` (§4) and the task network
-``T_tau`` (§5), and runs the non-trainable glue between them: the top-K extractor ``E_K`` and the
-patch sampler ``S``. Training it is the job of :mod:`mistlib.lifting` (Algorithm 1).
+``MIST`` owns the two trainable parts, the heatmap network ``H_eta`` (§4) and the task (§5: its network
+``T_tau`` and its loss, :mod:`mistlib.objective`), and runs the non-trainable glue between them: the top-K
+extractor ``E_K`` and the patch sampler ``S``. Both parts can be passed in; by default they are built from
+a :class:`MISTConfig`. Training it is the job of :mod:`mistlib.lifting` (Algorithm 1).
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ from mistlib.checks import check_images, check_keypoints, check_positive_int, ch
 from mistlib.compact import compact_autoencoder, compact_classifier
 from mistlib.extract import check_nms, topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet
-from mistlib.losses import multi_instance_loss, reconstruct
+from mistlib.objective import Classification, Reconstruction, Task
 from mistlib.sampler import COMPOSITES, sample_patches
 from mistlib.tasks import PatchAutoencoder, PatchClassifier
 
-Task = Literal["reconstruct", "classify"]
+TaskName = Literal["reconstruct", "classify"]
 TASK_NETWORKS = ("paper", "compact")  # MISTConfig.task_network
 
 
@@ -44,7 +45,7 @@ class MISTConfig:
         ValueError: task must be 'reconstruct' or 'classify', got 'detect'
     """
 
-    task: Task = "reconstruct"  # "reconstruct" (§5.1, auto-encoder) or "classify" (§5.2, classifier)
+    task: TaskName = "reconstruct"  # "reconstruct" (§5.1, auto-encoder) or "classify" (§5.2, classifier)
     image_size: int = 80  # H = W of the input images, in pixels
     in_channels: int = 1  # C, image channels
     k: int = 9  # K, patches extracted per image: the only supervision of the reconstruction task
@@ -150,6 +151,20 @@ def build_task_network(config: MISTConfig) -> nn.Module:
     return PatchClassifier(c.in_channels, c.num_classes, base_width=width, patch_size=c.patch_size)
 
 
+def build_task(config: MISTConfig, net: nn.Module | None = None) -> Task:
+    """The :class:`~mistlib.objective.Task` of a config, around ``net`` or :func:`build_task_network`'s.
+
+    Example:
+        >>> task = build_task(MISTConfig(task="reconstruct", composite="max"))
+        >>> type(task).__name__, task.composite, type(task.net).__name__
+        ('Reconstruction', 'max', 'PatchAutoencoder')
+    """
+    net = build_task_network(config) if net is None else net
+    if config.task == "classify":
+        return Classification(net)
+    return Reconstruction(net, background=config.background, composite=config.composite)
+
+
 def default_device() -> torch.device:
     """CUDA when it is available, else the CPU.
 
@@ -161,20 +176,45 @@ def default_device() -> torch.device:
 
 
 class MIST(nn.Module):
-    """Multiple Instance Spatial Transformer: heatmap network, top-K extractor, sampler, task network.
+    """Multiple Instance Spatial Transformer: heatmap network, top-K extractor, sampler, task.
+
+    Args:
+        config: what to build; the defaults fit MNIST hard.
+        heatmap_net: ``H_eta``, images (B, C, H, W) -> heatmap (B, S, H, W); built from ``config`` if None.
+        task: the :class:`~mistlib.objective.Task` (its network and loss); built from ``config`` if None.
+            Its ``name`` must be ``config.task``.
 
     Example:
         >>> model = MIST(MISTConfig(task="reconstruct"))
         >>> out = model(torch.rand(2, 1, 80, 80))
         >>> out.keypoints.shape, out.reconstruction.shape
         (torch.Size([2, 9, 3]), torch.Size([2, 1, 80, 80]))
+        >>> from mistlib.objective import Reconstruction
+        >>> mine = MIST(MISTConfig(), task=Reconstruction(nn.Identity()))  # another task network
+        >>> torch.equal(mine(torch.zeros(1, 1, 80, 80)).reconstruction, torch.zeros(1, 1, 80, 80))
+        True
     """
 
-    def __init__(self, config: MISTConfig | None = None) -> None:
+    def __init__(
+        self, config: MISTConfig | None = None, heatmap_net: nn.Module | None = None, task: Task | None = None
+    ) -> None:
         super().__init__()
         self.config = config or MISTConfig()
-        self.heatmap_net = HeatmapNet(self.config.heatmap_config())
-        self.task_net: nn.Module = build_task_network(self.config)
+        self.heatmap_net = heatmap_net or HeatmapNet(self.config.heatmap_config())
+        self.task = task or build_task(self.config)
+        if self.task.name != self.config.task:
+            raise ValueError(f"task {self.task.name!r} does not match config.task {self.config.task!r}")
+
+    @property
+    def task_net(self) -> nn.Module:
+        """``T_tau``, the task's network; ``model.task_net = net`` swaps it."""
+        return self.task.net
+
+    def __setattr__(self, name: str, value: object) -> None:
+        if name == "task_net":  # nn.Module would register a second module beside the task's own
+            self.task.net = value
+        else:
+            super().__setattr__(name, value)
 
     @property
     def scales(self) -> torch.Tensor:
@@ -223,15 +263,8 @@ class MIST(nn.Module):
         images = self.prepare(images)
         check_keypoints("keypoints", keypoints, batch=images.shape[0])
         patches = sample_patches(images, keypoints, size=self.config.patch_size)  # (B, K, C, P, P)
-        task_output = self.task_net(patches).float()  # float32 also under a bf16 autocast
-        out = MISTOutput(images.new_empty(0), keypoints, patches, task_output)
-        if self.config.task == "reconstruct":
-            # eq. (6): the sum of placed patches. With a background b (Gabor noise sits on 0.5) each patch
-            # adds its difference from b, so that empty parts of a window add nothing; b = 0 is eq. (6) as is.
-            b, size, composite = self.config.background, tuple(images.shape[-2:]), self.config.composite
-            out.reconstruction = reconstruct(task_output - b, keypoints, size, composite) + b  # (B, C, H, W)
-        else:
-            out.logits = task_output  # (B, K, classes)
+        out = MISTOutput(images.new_empty(0), keypoints, patches, self.task(patches))
+        self.task.predict(out, tuple(images.shape[-2:]))  # out.reconstruction or out.logits
         return out
 
     def forward(self, images: torch.Tensor) -> MISTOutput:
@@ -256,10 +289,5 @@ class MIST(nn.Module):
             labels: (B, L) int64 digit labels padded with -1; required for the classification task.
             reduction: "mean" over the batch -> a scalar, or "none" -> (B,) one loss per image.
         """
-        if self.config.task == "reconstruct":
-            per_image = ((images - out.reconstruction) ** 2).flatten(1).mean(1)  # eq. (6), as a mean
-        elif labels is None:
-            raise ValueError("labels (B, L) are required for the classification task")
-        else:
-            per_image = multi_instance_loss(out.logits, labels, reduction="none")  # eq. (7)
+        per_image = self.task.loss(images, out, labels)  # (B,)
         return per_image.mean() if reduction == "mean" else per_image

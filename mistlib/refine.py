@@ -13,13 +13,10 @@ Three update rules, each moving a keypoint by about ``step`` pixels an iteration
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from mistlib.losses import multi_instance_loss
 from mistlib.model import MIST
-from mistlib.sampler import local_canvases, place_patches, read_frames, sample_patches
+from mistlib.sampler import sample_patches
 
 REFINE_RULES = ("scaled", "adam", "search")  # stage-2 update rules (refine_keypoints)
 # the moves of the "search" rule, in units of ``step``: stay, x -/+, y -/+, s -/+
@@ -139,83 +136,12 @@ def candidate_losses(
         (torch.Size([2, 2, 2]), True)
     """
     batch, k = keypoints.shape[:2]
-    count, config = moves.shape[0], model.config
-    size = tuple(images.shape[-2:])
-    candidates = clamp_keypoints(keypoints[:, :, None] + moves, model.scales, size)  # (B, K, M, 3)
-    flat = candidates.reshape(batch, k * count, 3)
-    output = model.task_net(sample_patches(images, flat, config.patch_size)).float()  # (B, K*M, ...)
+    count = moves.shape[0]
+    candidates = clamp_keypoints(keypoints[:, :, None] + moves, model.scales, tuple(images.shape[-2:]))
+    flat = candidates.reshape(batch, k * count, 3)  # (B, K*M, 3)
+    output = model.task(sample_patches(images, flat, model.config.patch_size))  # (B, K*M, ...)
     output = output.view(batch, k, count, *output.shape[2:])
-    if config.task == "classify":
-        logits = output[:, None, None, :, 0].expand(batch, k, count, k, -1).clone()  # (B, k moved, M, K, N)
-        index = torch.arange(k, device=images.device)
-        logits[:, index, :, index] = output.transpose(0, 1)  # row k <- candidate m of keypoint k
-        repeated = labels.repeat_interleave(k * count, dim=0)  # (B*K*M, L)
-        losses = multi_instance_loss(logits.flatten(0, 2), repeated, reduction="none")
-        return losses.view(batch, k, count)
-    return _reconstruction_candidates(model, images, keypoints, output, candidates, moves)
-
-
-def _reconstruction_candidates(
-    model: MIST,
-    images: torch.Tensor,
-    keypoints: torch.Tensor,
-    output: torch.Tensor,
-    candidates: torch.Tensor,
-    moves: torch.Tensor,
-) -> torch.Tensor:
-    """:func:`candidate_losses` for eq. (6): the loss now, plus the change inside each keypoint's frame.
-
-    A frame of ``L x L`` pixels around keypoint k holds every pixel that any of its candidate windows
-    reaches (and its current one), so the image loss with k moved differs from the current loss only there.
-    output: (B, K, M, C, P, P) decoded candidate patches; candidates: (B, K, M, 3). Returns (B, K, M).
-    """
-    batch, k, count = candidates.shape[:3]
-    config, size = model.config, tuple(images.shape[-2:])
-    channels = images.shape[1]
-    target = images - config.background  # eq. (6) compares patches' differences from the background
-    current = (output[:, :, 0] - config.background, keypoints)  # (B, K, C, P, P), (B, K, 3)
-    if config.composite == "sum":
-        recon = place_patches(*current, size, "sum")  # (B, C, H, W)
-    else:
-        recon, others_full = leave_one_out(place_patches(*current, size))
-    now = ((target - recon) ** 2).flatten(1).mean(1)  # (B,) the current loss
-    half = float(candidates[..., 2].max()) * (1 + 1 / config.patch_size) / 2 + float(moves[:, :2].abs().max())
-    side = math.ceil(2 * half) + 2
-    x, y = keypoints[..., 0], keypoints[..., 1]
-    corner = torch.stack([(y - half).floor(), (x - half).floor()], -1).long()  # (B, K, 2)
-    flat_output = (output - config.background).flatten(1, 2)  # (B, K*M, C, P, P)
-    frame = (corner.repeat_interleave(count, dim=1), side)
-    placed = local_canvases(flat_output, candidates.flatten(1, 2), frame)[0]
-    placed = placed.view(batch, k, count, channels, side, side)
-    target_frame = read_frames(target, corner, side)[:, :, None]  # (B, K, 1, C, L, L)
-    recon_frame = read_frames(recon, corner, side)[:, :, None]
-    inside = read_frames(torch.ones_like(images[:, :1]), corner, side)[:, :, None]  # pixels in the image
-    if config.composite == "sum":
-        composed = recon_frame - placed[:, :, :1] + placed
-    else:
-        composed = torch.maximum(read_frames(others_full, corner, side)[:, :, None], placed)
-    change = ((target_frame - composed) ** 2 - (target_frame - recon_frame) ** 2) * inside
-    return now[:, None, None] + change.flatten(3).sum(-1) / (channels * size[0] * size[1])
-
-
-def leave_one_out(canvases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The max composite of K canvases, and for each k the max composite of the other K - 1.
-
-    Both floored at the zero background; the second comes from the two largest canvases at each pixel.
-
-    Args: canvases (B, K, C, H, W). Returns: (B, C, H, W) and (B, K, C, H, W).
-
-    Example:
-        >>> all_k, others = leave_one_out(torch.tensor([[[[[3.0]]], [[[1.0]]], [[[-2.0]]]]]))
-        >>> all_k.flatten().tolist(), others.flatten().tolist()
-        ([3.0], [1.0, 3.0, 3.0])
-    """
-    k = canvases.shape[1]
-    top = canvases.topk(min(2, k), dim=1)
-    first = top.values[:, :1].clamp_min(0)
-    second = top.values[:, 1:2].clamp_min(0) if k > 1 else torch.zeros_like(first)
-    is_first = top.indices[:, :1] == torch.arange(k, device=canvases.device).view(1, k, 1, 1, 1)
-    return first[:, 0], torch.where(is_first, second, first)
+    return model.task.candidate_losses(images, keypoints, output, candidates, labels)
 
 
 def search_moves(step: float, device: torch.device | None = None) -> torch.Tensor:

@@ -155,7 +155,7 @@ def check_steps(experiment: Experiment) -> None:
     """
     config = experiment.trainer_config()
     warmup = getattr(config, "warmup_steps", 0)
-    if experiment.method == "mist" and config.steps <= warmup:
+    if warmup and config.steps <= warmup:
         raise RunError(
             f"steps {config.steps} end within the {warmup} warm-up steps of this mist recipe: no lifting "
             f"step would run; ask for more than {warmup} steps"
@@ -219,7 +219,7 @@ def train(
                 trainer.load_state_dict(saved[0])
             except (RuntimeError, KeyError, ValueError) as error:
                 raise RunError(f"{resume_path} does not fit this experiment ({error!s:.200})") from error
-        train_labels = labels if experiment.task == "classify" else None
+        train_labels = labels if trainer.model.task.needs_labels else None
         if validate_every:
             _fit_with_curve(
                 trainer, experiment, images, train_labels, resume_path, validate_every, validation_size
@@ -304,7 +304,7 @@ def _training_log(experiment: Experiment, trainer, probe_size: int) -> TrainingL
     probe = make_dataset(experiment, "test", probe_size, seed=12345)
     probe_images, _, probe_labels, _ = dataset_tensors(probe)
     log = TrainingLog({"experiment": experiment.name, "seed": experiment.seed})
-    trainer.record_to(log, probe_images, probe_labels if experiment.task == "classify" else None)
+    trainer.record_to(log, probe_images, probe_labels if trainer.model.task.needs_labels else None)
     if not trainer.config.snapshot_every:
         trainer.config.snapshot_every = max(1, trainer.config.steps // 60)
     return log

@@ -13,6 +13,7 @@ from torch import nn
 
 from mistlib.checkpoint import (
     FORMAT,
+    VERSION,
     CheckpointError,
     load_checkpoint,
     rng_state,
@@ -43,7 +44,7 @@ def test_round_trip_float32(tmp_path):
     state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "step": 2}
     save_checkpoint(path, state=state, config=config, kind="mist", meta={"wall_time_s": 1.5})
     checkpoint = load_checkpoint(path, kind="mist")
-    assert (checkpoint["format"], checkpoint["version"], checkpoint["kind"]) == (FORMAT, 1, "mist")
+    assert (checkpoint["format"], checkpoint["version"], checkpoint["kind"]) == (FORMAT, VERSION, "mist")
     assert checkpoint["config"] == config and checkpoint["meta"] == {"wall_time_s": 1.5}
     fresh = small_model(seed=1)
     fresh.load_state_dict(checkpoint["state"]["model"])
@@ -214,3 +215,38 @@ def test_rng_state_round_trip_through_a_checkpoint(tmp_path):
     assert again[1] == expected[1] and again[2] == expected[2]
     set_rng_state(state)  # the in-memory state works too, and keeps working
     assert torch.equal(draw()[0], expected[0])
+
+
+def test_a_version_1_checkpoint_loads_into_todays_model(tmp_path):
+    """Version 1 stored the task network as ``task_net.*`` and could lack ``nms``/``composite``: it must load
+    (migrated) into the current MIST and give the same outputs as the model it was saved from."""
+    from mistlib.experiments import Experiment, build_model, load_model
+    from mistlib.model import MISTConfig
+
+    config = MISTConfig(image_size=32, k=2, scales=(8.0, 12.0), reference_size=8.0, heatmap_channels=4)
+    experiment = Experiment(method="mist", model=dataclasses.replace(config, task_width=2))
+    model = build_model(experiment)
+    state = {
+        f"task_net.{k[len('task.net.') :]}" if k.startswith("task.net.") else k: v
+        for k, v in model.state_dict().items()
+    }
+    assert any(k.startswith("task_net.") for k in state)
+    experiment_dict = dataclasses.asdict(experiment)
+    del experiment_dict["model"]["nms"], experiment_dict["model"]["composite"]  # as the oldest files
+    path = tmp_path / "v1.pt"
+    torch.save(
+        {
+            "format": FORMAT,
+            "version": 1,
+            "kind": "model",
+            "config": experiment_dict,
+            "state": {"model": state},
+            "meta": {},
+            "created_with": {},
+        },
+        path,
+    )
+    loaded, loaded_experiment, _ = load_model(path)
+    images = torch.rand(2, 1, 32, 32)
+    assert torch.equal(loaded(images).reconstruction, model.eval()(images).reconstruction)
+    assert (loaded_experiment.model.nms, loaded_experiment.model.composite) == (1, "sum")

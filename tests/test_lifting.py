@@ -15,9 +15,11 @@ from mistlib.lifting import (
     LiftingTrainer,
     TrainingLog,
     lift_target,
+    random_windows,
 )
 from mistlib.model import MIST, MISTConfig
 from mistlib.refine import refine_keypoints
+from mistlib.training import step_generator
 
 # A slim MIST (narrow heatmap network) so that a few dozen CPU steps run in seconds.
 SLIM = MISTConfig(heatmap_channels=8, heatmap_blocks=2, task_width=8)
@@ -135,7 +137,8 @@ def test_warmup_windows_are_random_or_the_heatmaps_own_picks(hard32, windows):
     model = trainer.model
     with torch.no_grad():
         picks = model.extract(images)[1]  # (8, K, 3): E_K(H_eta(I)) of the untrained heatmap network
-        random = trainer.random_keypoints(8, (80, 80))
+        generator = step_generator(trainer.config.seed, 0, trainer.device)  # step 0's random windows
+        random = random_windows(images, model.config.k, model.scales, generator)
         keypoints, others = (picks, random) if windows == "heatmap" else (random, picks)
         out = model.run_task(images, keypoints)
         expected = ((out.task_output - out.patches) ** 2).mean().item()

@@ -8,7 +8,7 @@ import torch
 from mistlib.data import MNISTHard
 from mistlib.data.scenes import MNISTHardConfig
 from mistlib.evaluation import measure
-from mistlib.experiments import CPU_LIFTING, Experiment, dataset_tensors
+from mistlib.experiments import METHODS, Experiment, dataset_tensors
 from mistlib.lifting import LiftingConfig, LiftingTrainer
 from mistlib.model import MIST
 from mistlib.presets import preset
@@ -32,9 +32,8 @@ def test_lifting_raises_validation_iou_above_the_untrained_network():
         experiment = Experiment(model=model.config)
         before = measure(model, experiment, *validation)["iou50"]
         config = LiftingConfig(
-            **{**CPU_LIFTING, "lr_schedule": "constant"},
+            **{**METHODS["mist"].cpu_settings, "lr_schedule": "constant", "warmup_steps": WARMUP},
             steps=STEPS,
-            warmup_steps=WARMUP,
             warmup_windows="heatmap",
             batch_size=16,
             lift_weighting=5.0,
