@@ -27,14 +27,14 @@
 #
 # - why back-propagating through top-K gives the heatmap network a gradient at K pixels only, and no
 #   gradient at all for *where* the patches are;
-# - how eq. (8)–(14) turn one hard problem into three easy stages: a task update, a keypoint refinement
-#   with the task network frozen, and a regression of the heatmap onto $\bar{\mathbf{h}} =
-#   \mathcal{E}_K^{-1}(\{\mathbf{x}^*_k\})$;
-# - what each stage does to a real batch (`LiftingTrainer.inspect`), and how a recorded training run evolved
-#   (a scrubber over the training log);
-# - how a few dozen lifting steps move the keypoints of a fresh model on the CPU;
-# - how lifting compares with naive top-K back-propagation, and what made lifting hard to get working in
-#   our reproduction.
+# - eq. (8)–(14): how lifting turns one hard problem into three easy stages, and the library code of each
+#   stage of Algorithm 1;
+# - what each stage does to a real batch, what the lift loss pushes up and down, and why stage 2 can only
+#   correct windows that are already near an instance;
+# - $\mathcal{E}_K^{-1}$ in full detail, with a worked example, and how to write it and one lifting step
+#   yourself (the exercises check your code against the library);
+# - how a recorded training run evolved, how a few dozen lifting steps move the keypoints of a fresh model,
+#   and how lifting compares with naive top-K back-propagation.
 
 # %%
 # %matplotlib inline
@@ -49,10 +49,14 @@ from mistlib.data import MNISTHard
 from mistlib.evaluation import evaluate
 from mistlib.experiments import checkpoint_dir, pretrained
 from mistlib.extract import lift_target, topk_extract
-from mistlib.lifting import LiftingConfig, LiftingTrainer
+from mistlib.lifting import LiftingConfig, LiftingTrainer, heatmap_regression, task_update
 from mistlib.model import MIST, MISTConfig
+from mistlib.refine import candidate_losses, refine_keypoints
 from mistlib.tables import PAPER
 from mistlib.traininglog import TrainingLog
+from mistlib.viz.comparisons import show_lift_push
+from mistlib.viz.curves import plot_loss_profile
+from mistlib.viz.source import source
 from mistlib.viz.training import (
     compare_methods,
     plot_losses,
@@ -70,10 +74,9 @@ print(f"{experiment.name}: {meta['steps']} training steps on {meta['device']}")
 print("trained with:", meta.get("command", "(command not recorded)"))
 
 # %% [markdown]
-# The checkpoint above was trained with the **CPU budget** of `mistlib.experiments.recipe`: the compact
-# networks of chapter 8, 3,000 steps of batch 32 on one CPU core, with the choices that appendix chapter 9
-# measures (stage 2 by a local search of the loss, keypoints picked by a slowly moving copy of the heatmap
-# network). The paper-sized recipe (the §4 and §8 networks, 6,000 steps) is meant for a GPU:
+# The model above is the book's reconstruction model for MNIST hard, trained by the command it prints (the
+# `cpu` recipe: compact networks, 3,000 steps of batch 32; chapter 8 describes the networks). The recipe
+# with the paper's networks and schedule is `--budget gpu`:
 #
 # ```
 # mist train --task reconstruct --data mnist-hard --method mist --budget gpu \
@@ -135,30 +138,93 @@ fig
 # nearly everywhere: it pushes up where the target has a keypoint and down everywhere else, and so supplies
 # the negative examples that top-K cannot.
 #
-# ## Lifting: eq. (8)–(14) and Algorithm 1
+# ## Lifting: eq. (8)–(14)
 #
-# The paper writes training as the problem of eq. (1) with two constraints made explicit: the keypoints are
-# whatever $\mathcal{E}_K$ returns on a heatmap $\bar{\mathbf{h}}$ (eq. 9), and that heatmap is what the
-# network predicts, $\bar{\mathbf{h}} = \mathcal{H}_\eta(I)$ (eq. 10). Treating $\bar{\mathbf{h}}$ and
-# $\{\mathbf{x}_k\}$ as variables of their own is the *lifting*: the optimisation gets more unknowns but a
-# simpler structure. Eq. (11) then softens the hard equality (10) into a squared penalty
-# $\|\bar{\mathbf{h}} - \mathcal{H}_\eta(I)\|^2$, and eq. (13)–(14) split the result into two sub-problems
-# solved in alternation: the task loss over $\tau$ and the keypoints, and a least-squares fit of the heatmap
-# network to $\bar{\mathbf{h}}$. Algorithm 1 runs both on every batch, in three stages:
+# §6 starts from the training problem of eq. (1) and makes two hidden quantities explicit: the keypoints
+# $\{\mathbf{x}_k\}$ and the heatmap $\bar{\mathbf{h}}$ they are extracted from. Training becomes
 #
-# 1. **Task update** (line 3): extract $\mathbf{x} = \mathcal{E}_K(\mathcal{H}_\eta(I))$ with no gradient and
-#    take one optimiser step on the task network $\tau$ with $\mathcal{L}_{task}$.
-# 2. **Keypoint refinement** (lines 4–6): freeze $\tau$ and move the keypoints downhill on
-#    $\mathcal{L}_{task}$ for N iterations: the sampler $\mathcal{S}$ is bilinear, so $\mathcal{L}_{task}$ is
-#    differentiable in $(x, y, s)$ even though $\mathcal{E}_K$ is not. The result is $\{\mathbf{x}^*_k\}$.
-# 3. **Heatmap regression** (lines 7–8): build $\bar{\mathbf{h}} = \mathcal{E}_K^{-1}(\{\mathbf{x}^*_k\})$,
-#    a map that is zero except at the refined keypoints, and take one optimiser step on $\eta$ with
-#    $\mathcal{L}_{lift} = \|\bar{\mathbf{h}} - \mathcal{H}_\eta(I)\|^2$ (eq. 14).
+# $$
+# \min_{\eta,\,\tau,\,\bar{\mathbf{h}},\,\{\mathbf{x}_k\}} \;
+# \mathcal{L}_{task}\big(\mathcal{T}_\tau(\mathcal{S}(I, \{\mathbf{x}_k\}))\big) \tag{8}
+# $$
 #
-# `mistlib.lifting.LiftingTrainer` implements these stages. Where the paper leaves a choice open we made one
-# and measured it (the last section of this chapter): a warm-up that trains only $\tau$ on random windows
-# before lifting starts, a stage-2 step measured in pixels and scaled by the batch's gradient size, and the
-# per-image weight $\exp(-5\,\mathcal{L}_{task})$ on $\mathcal{L}_{lift}$ that the authors' code uses.
+# $$
+# \text{subject to}\quad \{\mathbf{x}_k\} = \mathcal{E}_K(\bar{\mathbf{h}}) \tag{9}
+# $$
+#
+# $$
+# \text{and}\quad \bar{\mathbf{h}} = \mathcal{H}_\eta(I). \tag{10}
+# $$
+#
+# Nothing has changed yet: (8)–(10) are eq. (1) with names for its intermediate results. Adding variables
+# to make a problem simpler is what *lifting* means (the paper cites ICP registration and robust fitting as
+# earlier uses). The first simplification replaces the hard constraint (10) by a penalty that is small when
+# the network reproduces $\bar{\mathbf{h}}$:
+#
+# $$
+# \min_{\eta,\,\tau,\,\bar{\mathbf{h}},\,\{\mathbf{x}_k\}} \;
+# \mathcal{L}_{task}\big(\mathcal{T}_\tau(\mathcal{S}(I, \{\mathbf{x}_k\}))\big)
+# + \big\|\bar{\mathbf{h}} - \mathcal{H}_\eta(I)\big\|_2^2 \tag{11}
+# $$
+#
+# $$
+# \text{subject to}\quad \{\mathbf{x}_k\} = \mathcal{E}_K(\bar{\mathbf{h}}). \tag{12}
+# $$
+#
+# The second splits (11) into two problems solved in turn. The first term does not involve $\eta$, the
+# second does not involve $\tau$:
+#
+# $$
+# \min_{\tau,\,\{\mathbf{x}_k\}} \;
+# \mathcal{L}_{task}\big(\mathcal{T}_\tau(\mathcal{S}(I, \{\mathbf{x}_k\}))\big) \tag{13}
+# $$
+#
+# $$
+# \min_{\eta} \; \big\|\bar{\mathbf{h}} - \mathcal{H}_\eta(I)\big\|_2^2 . \tag{14}
+# $$
+#
+# In (13) the keypoints are free: the bilinear sampler $\mathcal{S}$ makes $\mathcal{L}_{task}$ a smooth
+# function of $(x, y, s)$, so they can be moved directly, with no top-K in the way. In (14),
+# $\bar{\mathbf{h}}$ is no longer a variable: it is computed from the keypoints that (13) found, by the
+# inverse of the extractor, $\bar{\mathbf{h}} = \mathcal{E}_K^{-1}(\{\mathbf{x}^*_k\})$, a heatmap whose
+# top-K gives back exactly those keypoints (eq. 12 holds by construction). (14) is an ordinary regression
+# with a target at every pixel. Algorithm 1 alternates the two on every batch, and splits (13) once more,
+# into a step on $\tau$ and N steps on the keypoints:
+#
+# - **line 2**, for each training batch: pick $\mathbf{x} = \mathcal{E}_K(\mathcal{H}_\eta(I))$ and run
+#   the three stages: `LiftingTrainer.train_step`;
+# - **line 3**, $\tau \leftarrow$ optimise $\mathcal{T}_\tau$ with $\mathcal{L}_{task}$: stage 1, eq. (13) in
+#   $\tau$ with the keypoints fixed: `lifting.task_update`;
+# - **lines 4–5**, N times $\{\mathbf{x}^*_k\} \leftarrow$ optimise $\{\mathbf{x}_k\}$ with
+#   $\mathcal{L}_{task}$: stage 2, eq. (13) in the keypoints with $\tau$ frozen: `refine.refine_keypoints`;
+# - **line 7**, $\bar{\mathbf{h}} \leftarrow \mathcal{E}_K^{-1}(\{\mathbf{x}^*_k\})$: the target heatmap,
+#   `extract.lift_target`;
+# - **line 8**, $\eta \leftarrow$ optimise $\mathcal{H}_\eta$ with $\mathcal{L}_{lift}$: stage 3, eq. (14):
+#   `lifting.heatmap_regression`.
+#
+# Here is the step itself, printed from the library (`mistlib.viz.source.source` shows a function without
+# its docstring). The comments mark the three stages; `pick` chooses the windows of the batch, and
+# `lift_terms` computes $\bar{\mathbf{h}}$ and a weight per image.
+
+# %%
+print(source(LiftingTrainer.train_step))
+
+# %% [markdown]
+# Stage 1 and stage 3 are one optimiser step each. Stage 1 evaluates $\mathcal{L}_{task}$ at the current
+# picks and updates $\tau$ only:
+
+# %%
+print(source(task_update))
+
+# %% [markdown]
+# Stage 3 regresses the heatmap onto $\bar{\mathbf{h}}$: eq. (14) as a mean over pixels, each image weighted
+# by $\exp(-5\,\mathcal{L}_{task}(\mathbf{x}^*))$ relative to its batch (an image whose refined windows still
+# explain it badly teaches the heatmap less; the authors' code does the same):
+
+# %%
+print(source(heatmap_regression))
+
+# %% [markdown]
 # `LiftingTrainer.inspect` runs the three stages on a batch *without* updating any weight and returns every
 # intermediate, which is what the next figures show.
 
@@ -216,6 +282,112 @@ fig
 # %%
 fig = show_lifting_stage(inspected, stage=3, scales=experiment.model.scales, sigma=config.target_sigma)
 fig
+
+# %% [markdown]
+# ### What $\mathcal{L}_{lift}$ pushes up, and what it pushes down
+#
+# The gradient of eq. (14) with respect to the heatmap is $2(\mathcal{H}_\eta(I) - \bar{\mathbf{h}})/N$ per
+# entry (N entries). A descent step therefore *raises* the heatmap where $\bar{\mathbf{h}}$ is above it,
+# at the K refined keypoints, and *lowers* it everywhere else, in proportion to how high it is there. Below
+# for the first inspected image: red pixels go up, blue ones go down (a signed square root, so that the
+# faint blue is visible next to the K strong red pixels).
+
+# %%
+h = inspected["heatmap"][:1].clone().requires_grad_(True)  # (1, S, H, W)
+(lift_gradient,) = torch.autograd.grad(((h - inspected["target"][:1]) ** 2).mean(), h)
+descent = -lift_gradient[0]  # (S, H, W): the direction a gradient step moves the heatmap
+up, down = int((descent.sum(0) > 0).sum()), int((descent.sum(0) < 0).sum())
+pixels = {tuple(p) for p in torch.floor(inspected["refined"][0, :, :2] + 0.5).long().tolist()}
+print(f"pushed up at {up} pixels (the {len(pixels)} distinct pixels of x*), down at {down} pixels")
+fig = show_lift_push(images[0], inspected["refined"][0], descent)
+fig
+
+# %%
+assert up == len(pixels) and up + down == size[0] * size[1]  # every other pixel is pushed down
+
+# %% [markdown]
+# ### Why stage 2 is local
+#
+# Stage 2 only ever compares $\mathcal{L}_{task}$ at nearby positions: N = 2 iterations of at most 1 px on
+# the CPU recipe, so a keypoint travels 2 px per training step at most. The curves below show what it
+# sees. For three digits of the first test image we put one window on the digit's centre (its size the
+# digit's box), keep the other keypoints where the heatmap put them, and slide that window along x,
+# reading $\mathcal{L}_{task}$ at each shift (`refine.candidate_losses` evaluates all shifts in one pass).
+
+# %%
+shifts = torch.arange(-30, 31, 2, dtype=torch.float32)  # (M,) px
+moves = torch.stack([shifts, torch.zeros_like(shifts), torch.zeros_like(shifts)], -1)  # (M, 3)
+moves = torch.cat([moves[shifts == 0], moves[shifts != 0]])  # the unshifted window first
+order = torch.cat([shifts[shifts == 0], shifts[shifts != 0]]).argsort()
+with torch.no_grad():
+    picks = model.extract(images[:1])[1]  # (1, K, 3)
+profiles = {}
+for digit in range(3):
+    x0, y0, x1, y1 = test.boxes[0, digit].tolist()
+    centre = torch.tensor([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0])
+    nearest = int(torch.cdist(centre[None, :2], picks[0, :, :2]).argmin())
+    placed = picks.clone()
+    placed[0, nearest] = centre  # this digit's window, exactly on it
+    with torch.no_grad():
+        losses = candidate_losses(model, images[:1], placed, None, moves)[0, nearest]  # (M,)
+    profiles[f"digit {digit + 1} (a {int(test.labels[0, digit])})"] = losses[order].tolist()
+reach = config.refine_iterations * config.refine_step
+fig = plot_loss_profile(shifts.tolist(), profiles, reach=reach)
+fig
+
+# %%
+at = {shift: index for index, shift in enumerate(shifts.sort().values.tolist())}
+for name, values in profiles.items():
+    near, far = values[at[12]] - values[at[2]], values[at[30]] - values[at[20]]
+    print(
+        f"{name}: L_task changes by {1e3 * abs(near):.1f}e-3 from +2 to +12 px, "
+        f"by {1e3 * abs(far):.1f}e-3 from +20 to +30 px"
+    )
+    assert abs(far) < near / 3  # the loss slopes near the digit and is nearly flat far from it
+# each curve is lowest within 4 px of the centre and higher 26-30 px away: the loss points back to the digit
+assert all(min(v[13:18]) < min(v[:3] + v[-3:]) for v in profiles.values())
+
+# %% [markdown]
+# Each curve has a basin about as wide as a window: within it, a shift of 1–2 px changes
+# $\mathcal{L}_{task}$ and stage 2 can follow it back towards the digit; from a window's width away the
+# window no longer overlaps the digit and the curve is flat, so no local rule can tell which way to go.
+# Stage 2 therefore corrects picks that are *near* a digit. Carrying a window to a distant digit is left
+# to stage 3: after many images, the heatmap network learns what corrected windows look like and starts to
+# peak on digits it has never been corrected on. Lifting works through that generalisation, not through
+# long moves.
+#
+# ### $\mathcal{E}_K^{-1}$, exactly
+#
+# §6 says how to build $\bar{\mathbf{h}}$ in words; to implement it one has to settle every detail.
+# `extract.lift_target` (and `extract.target_heatmap`, which it calls) does this:
+#
+# 1. $\bar{\mathbf{h}}$ has the shape of the heatmap, $(S, H, W)$ for S scales, and is zero everywhere
+#    except at the keypoints.
+# 2. A keypoint $(x, y, s)$ goes to the pixel $(\lfloor y + \tfrac12 \rfloor, \lfloor x + \tfrac12 \rfloor)$
+#    (round to nearest, halves up), clamped into the image.
+# 3. Its scale is clamped into $[s_1, s_S]$. A unit of mass is split between the two scales
+#    $s_i \le s \le s_{i+1}$ that bracket it: $w_i = (s_{i+1} - s)/(s_{i+1} - s_i)$ at $s_i$ and
+#    $w_{i+1} = 1 - w_i$ at $s_{i+1}$. Then $w_i s_i + w_{i+1} s_{i+1} = s$: the scale moment of eq. (4),
+#    which $\mathcal{E}_K$ reads back, is exactly $s$.
+# 4. Keypoints that land on the same pixel add their masses there.
+# 5. `sigma > 0` would spread each unit into a Gaussian of that width (peak 1); every recipe in this book
+#    uses single pixels (`target_sigma = 0`), as the paper describes.
+#
+# A worked example with this model's scales (16, 20, 25): a keypoint at $(10.3, 4.5)$ with $s = 22$ lies
+# between the scales 20 and 25, so $w = (25 - 22)/5 = 0.6$ at scale 20 and $0.4$ at scale 25, on the pixel
+# (row 5, column 10).
+
+# %%
+example = torch.tensor([[[10.3, 4.5, 22.0]]])  # (B = 1, K = 1, 3)
+h_bar = lift_target(example, model.scales, (8, 16), sigma=0.0)  # (1, S, 8, 16)
+for index in h_bar[0].nonzero().tolist():
+    scale, row, col = index
+    print(f"scale {model.scales[scale]:.0f}, row {row}, column {col}: {h_bar[0, scale, row, col]:.1f}")
+print("E_K of h_bar:", [round(v, 2) for v in topk_extract(h_bar, 1, model.scales)[0, 0].tolist()])
+
+# %%
+assert h_bar[0, 1, 5, 10] == 0.6 and h_bar[0, 2, 5, 10] == 0.4 and h_bar.sum() == 1.0
+torch.testing.assert_close(topk_extract(h_bar, 1, model.scales)[0, 0], torch.tensor([10.0, 5.0, 22.0]))
 
 # %% [markdown]
 # ## The recorded training run
@@ -345,12 +517,14 @@ fig
 #
 # The ablation §6 argues for: the same MIST, trained either by lifting or by plain back-propagation through
 # top-K (`method="naive"`: the heatmap learns only through the scale weights at the K picks, see
-# `mistlib.baselines`). Both checkpoints were trained with the same budget. Below, on the same four test
-# images, the first row of each method shows its detections (cyan windows; ground-truth digit boxes in
-# orange) and the second row its reconstruction.
+# `mistlib.baselines`), with the same networks, batch and number of steps (printed below). On the same four
+# test images, the first row of each method shows its detections (cyan windows; ground-truth digit boxes
+# in orange) and the second row its reconstruction.
 
 # %%
-naive, naive_experiment, _ = pretrained("reconstruct-mnist-hard-naive", device=device)
+naive, naive_experiment, naive_meta = pretrained("reconstruct-mnist-hard-naive", device=device)
+print(f"steps: naive top-K {naive_meta['steps']}, lifting {meta['steps']}; batch 32 both")
+assert naive_meta["steps"] == meta["steps"] and naive.config.task_network == model.config.task_network
 with torch.no_grad():
     naive_out, mist_out = naive(images), model(images)
 fig = compare_methods(
@@ -366,8 +540,7 @@ fig
 # %% [markdown]
 # The reconstruction error on 64 fresh test images (`evaluate`, seed 1; chapter 7 uses 1,000) and the share
 # of digits found by a window with IoU ≥ 0.5, with the paper's RMSE for MIST on MNIST hard (Table 1; the
-# paper reports no number for the naive variant). With CPU-budget checkpoints, expect both far from the
-# paper.
+# paper reports no number for the naive variant).
 
 # %%
 scores = {}
@@ -380,30 +553,31 @@ assert all(0 < score["rmse"] < 1 for score in scores.values())
 # %% [markdown]
 # ## MIST as in the paper, and as in this book
 #
-# Algorithm 1 as written did not learn on our CPU-sized models: the loop heatmap → keypoints → task
+# Algorithm 1 exactly as written did not learn on our CPU-sized models: the loop heatmap → keypoints → task
 # network → refined keypoints → heatmap first improved on the untrained network and then slid back below
-# it. Appendix chapter 9 shows those learning curves and what changed them; `research/README.md` has every
-# run with its command. The models shipped with this book depart from the paper in these places (MIST as
-# in the paper vs this book), each a switch in `mistlib`:
+# it. Appendix chapter 9 draws those learning curves and what changed them. The models of this book depart
+# from the paper in these places, each a switch in `mistlib`, each measured in chapter 9:
 #
-# - **Composite.** Eq. (6) sums the placed patches; for MNIST we take their pixelwise maximum
-#   (`MISTConfig.composite`): the sum pushes overlapping windows apart, off the digits (research log §6).
-# - **Suppression.** A 5 × 5 non-maximum suppression before the top-K (`nms=5`), as the authors' code does:
-#   without it the picks pile onto one digit (§8, chapter 4).
-# - **Warm-up.** 500 steps of $\tau$ alone, per patch, on the heatmap's picks: an auto-encoder that cannot
-#   yet encode a digit sends stage 2 anywhere (§2).
-# - **Stage 2 by search.** Instead of gradient steps on $\mathbf{x}$, each keypoint tries ±1 px moves and
-#   keeps the one that lowers $\mathcal{L}_{task}$ most (`refine_optimizer="search"`): the gradient rule
-#   collapsed after 500 lifting steps, the search learned further (§9, chapter 9).
-# - **A slow picker.** Stage 1 picks from a 0.99 moving average of $\eta$ (`pick_ema`): the search alone
-#   also fell back, with the average the curve held (§9).
-# - **Lift weights.** The authors' $\exp(-5\,\mathcal{L}_{task})$ per image, divided by its batch mean: a
-#   cross-entropy of ~2 had shrunk every classification weight to ~$10^{-5}$ (§9).
-# - **Networks.** The `compact` networks of `mistlib.presets`, the heatmap at 0.4 × resolution: 17 × faster
-#   on 2 cores (chapter 8).
+# - **Composite** (`MISTConfig.composite = "max"`). Eq. (6) sums the placed patches; on MNIST we take their
+#   pixelwise maximum, as our scenes are composed: with the sum, stage 2 pushes overlapping windows apart
+#   and off the digits.
+# - **Suppression** (`nms = 5`). A 5 × 5 non-maximum suppression before the top-K, as the authors' code
+#   does: without it, one broad peak takes all K places (chapter 4).
+# - **Warm-up** (`warmup_steps`). $\tau$ alone first, each patch compared with itself, on the heatmap's
+#   picks: an auto-encoder that cannot yet encode a digit gives stage 2 nothing to follow.
+# - **Stage 2 by search** (`refine_optimizer = "search"`). Each keypoint tries ±1 px moves in $x$, $y$ and
+#   $s$ and keeps the one that lowers $\mathcal{L}_{task}$ most, instead of a gradient step: close to a
+#   digit the bilinear gradient is mostly texture noise, while the loss itself (the curves above) still
+#   points back.
+# - **A slow picker** (`pick_ema = 0.99`). Stage 1 picks from a moving average of $\eta$, so that stage 3
+#   does not chase its own moving output.
+# - **Lift weights** (`lift_weighting = 5`). The authors' $\exp(-5\,\mathcal{L}_{task})$ per image, divided
+#   by its batch mean, so that only the ranking within a batch matters.
+# - **Networks** (`preset("compact")`). A slim heatmap network run at 0.4 × the resolution and strided task
+#   networks, sized for two CPU cores (chapter 8).
 #
-# The targets stay those of §6: $\bar{\mathbf{h}} = \mathcal{E}_K^{-1}$ of the refined keypoints, no location
-# labels, K the only supervision for reconstruction.
+# What lifting is stays as in §6: $\bar{\mathbf{h}} = \mathcal{E}_K^{-1}$ of the refined keypoints, no
+# location labels, K the only supervision for reconstruction.
 #
 # ## Summary
 #
@@ -453,11 +627,11 @@ assert all(0 < score["rmse"] < 1 for score in scores.values())
 # print([round(entry["moved_px"], 2) for entry in adam_run.history])
 # ```
 #
-# The stage-2 motion is clearly larger than with the scaled rule. A freshly started Adam moves each
-# coordinate by close to the full step whatever the size of its gradient (its first update is exactly
-# `lr * sign(gradient)`), so every keypoint travels up to $\sqrt{2}$ px per iteration, signal or not. The
-# scaled rule moves a keypoint in proportion to its gradient, so one with little signal barely moves. That
-# is what section 3 of the research log measured.
+# The stage-2 motion is clearly larger than with the live run's rule (`"scaled"`, the default). A freshly
+# started Adam moves each coordinate by close to the full step whatever the size of its gradient (its
+# first update is exactly `lr * sign(gradient)`), so every keypoint travels up to $\sqrt{2}$ px per
+# iteration, signal or not. The scaled rule moves a keypoint in proportion to its gradient, relative to the
+# batch, so one with little signal barely moves.
 # </details>
 #
 # **3.** Why does a target that is zero almost everywhere help? Compute the gradient of
@@ -475,3 +649,104 @@ assert all(0 < score["rmse"] < 1 for score in scores.values())
 # Where $\bar{\mathbf{h}} = 0$ the gradient is $2\mathcal{H}_\eta(I)/N \ge 0$, so a descent step lowers the
 # heatmap at every pixel that was not chosen: these are the negative examples the top-K gradient lacks.
 # </details>
+#
+# **4.** Write $\mathcal{E}_K^{-1}$ yourself from the five rules above: a function of keypoints (B, K, 3),
+# scales (S,) and a size (H, W) that returns $\bar{\mathbf{h}}$ (B, S, H, W). Put it in the cell below in
+# place of the library call and run it: `check_inverse` compares it with the library on keypoints that
+# leave the image and the scale range, share a pixel, and sit on half pixels, and with one and three scales.
+#
+# <details><summary>Solution</summary>
+#
+# ```python
+# def my_inverse(keypoints, scales, size):
+#     height, width = size
+#     h_bar = torch.zeros(keypoints.shape[0], len(scales), height, width)
+#     for b, k in itertools.product(range(keypoints.shape[0]), range(keypoints.shape[1])):
+#         x, y, s = keypoints[b, k].tolist()
+#         col = min(max(math.floor(x + 0.5), 0), width - 1)
+#         row = min(max(math.floor(y + 0.5), 0), height - 1)
+#         s = min(max(s, scales[0].item()), scales[-1].item())
+#         if len(scales) == 1:
+#             h_bar[b, 0, row, col] += 1.0
+#             continue
+#         i = min(int(torch.searchsorted(scales, torch.tensor(s), right=True)) - 1, len(scales) - 2)
+#         upper = (s - scales[i].item()) / (scales[i + 1] - scales[i]).item()
+#         h_bar[b, i, row, col] += 1.0 - upper
+#         h_bar[b, i + 1, row, col] += upper
+#     return h_bar
+# ```
+#
+# (with `import itertools, math`). A loop is the clearest form; the library scatters all keypoints at
+# once (`scatter_add`), which is what makes it fast on a batch.
+# </details>
+
+
+# %%
+def check_inverse(inverse) -> None:
+    """Assert that ``inverse(keypoints (B, K, 3), scales (S,), size)`` is ``lift_target(..., sigma=0)``."""
+    generator = torch.Generator().manual_seed(0)
+    low, span = torch.tensor([-3.0, -3.0, 10.0]), torch.tensor([46.0, 36.0, 20.0])
+    keypoints = low + span * torch.rand(3, 12, 3, generator=generator)  # some outside image and scales
+    keypoints[0, 1] = keypoints[0, 0]  # two keypoints on one pixel
+    keypoints[1, 0] = torch.tensor([3.5, 2.5, 18.0])  # halves round up
+    for scales in (torch.tensor([20.0]), model.scales):
+        torch.testing.assert_close(
+            inverse(keypoints, scales, (30, 40)), lift_target(keypoints, scales, (30, 40), sigma=0.0)
+        )
+    print("accepted: this E_K^-1 agrees with the library's")
+
+
+def my_inverse(keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    return lift_target(keypoints, scales, size, sigma=0.0)  # exercise 4: replace by your own
+
+
+check_inverse(my_inverse)
+
+# %% [markdown]
+# **5.** The cell below runs one lifting step of Algorithm 1 from the library's stage functions, and
+# `check_lifting_step` confirms that it changes the weights of a small model exactly as
+# `LiftingTrainer.train_step` does (stage 2 by search, two iterations of 1 px; no weighting, no moving
+# average). Replace the library calls by your own code one at a time (your `my_inverse` for line 7, your
+# own mean squared error and optimiser step for line 8, your own search for lines 4–5) and keep the check
+# passing.
+#
+# <details><summary>Hints</summary>
+#
+# Stage 3 needs the heatmap *with* its graph, so compute it before stage 1 and keep it
+# (`heatmap, keypoints = model.extract(images)`): $\eta$ does not change before stage 3, so the picks and
+# the heatmap it regresses are the same tensor. The search of stage 2 moves one keypoint at a time by
+# ±1 px in x, y or s, keeps the move of lowest $\mathcal{L}_{task}$ with the other keypoints in place, and
+# clamps x, y into the image and s into the scale range (`refine.candidate_losses` computes the losses).
+# </details>
+
+
+# %%
+def check_lifting_step(step) -> None:
+    """Assert that ``step(model, optimizers, images)`` changes a model's weights as one
+    ``LiftingTrainer.train_step`` of ``step_config`` does."""
+    step_config = LiftingConfig(
+        refine_iterations=2, refine_step=1.0, refine_optimizer="search", device=device
+    )
+    torch.manual_seed(1)
+    base = MIST(MISTConfig(heatmap_channels=8, heatmap_blocks=1, task_width=4, composite="max", nms=5))
+    theirs, yours = copy.deepcopy(base), copy.deepcopy(base)
+    LiftingTrainer(theirs, "reconstruct", step_config).train_step(images, None)
+    step(yours, LiftingTrainer(yours, "reconstruct", step_config).optimizers, images)
+    moved = 0
+    for (name, a), b, c in zip(theirs.named_parameters(), yours.parameters(), base.parameters(), strict=True):
+        torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
+        moved += not torch.equal(a, c)
+    assert moved > 0  # the step did change the weights
+    print(f"accepted: the same step as LiftingTrainer.train_step ({moved} weight tensors changed)")
+
+
+def my_lifting_step(model: MIST, optimizers: dict, images: torch.Tensor) -> None:
+    heatmap, keypoints = model.extract(images)  # (B, S, H, W) with its graph, (B, K, 3)
+    keypoints = keypoints.detach()
+    task_update(model, optimizers["task"], images, keypoints, None)  # line 3
+    refined = refine_keypoints(model, images, keypoints, None, 2, 1.0, "search")  # lines 4-5
+    target = my_inverse(refined, model.scales, tuple(images.shape[-2:]))  # line 7
+    heatmap_regression(optimizers["heatmap"], heatmap, target, torch.ones(len(images)))  # line 8
+
+
+check_lifting_step(my_lifting_step)

@@ -43,6 +43,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", default=None, help="start from this checkpoint's weights")
+    parser.add_argument("--init-heatmap", default=None, help="start eta from this checkpoint's heatmap net")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MIST_QUIET", "1")
@@ -60,6 +61,11 @@ def main(argv: list[str] | None = None) -> None:
 
         source, _, _ = load_model(args.init, device="cpu")
         model.load_state_dict(source.state_dict(), strict=False)
+    if args.init_heatmap:  # e.g. a reconstruction run's eta for a classification run (same preset)
+        from mistlib.experiments import load_model
+
+        source, _, _ = load_model(args.init_heatmap, device="cpu")
+        model.heatmap_net.load_state_dict(source.heatmap_net.state_dict())
     trainer = build_trainer(experiment, model)
     out = ROOT / "research" / "curves" / f"{args.name}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)

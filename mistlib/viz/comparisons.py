@@ -146,3 +146,35 @@ def compare_methods(
             if column == 0:
                 ax.set_ylabel(f"{name}\nreconstruction", fontsize=9)
     return fig
+
+
+def show_lift_push(
+    image: torch.Tensor, refined: torch.Tensor, descent: torch.Tensor, size: float = 2.8
+) -> Figure:
+    """Where a step on ``L_lift`` raises the heatmap (red) and where it lowers it (blue), next to the image.
+
+    ``descent`` is ``-dL_lift/dh``; it is summed over scales and shown as ``sign(v) sqrt(|v| / max|v|)``,
+    so the small, widespread pushes down stay visible next to the K large pushes up.
+
+    Args:
+        image: (C, H, W); refined: (K, 3) the keypoints x* that ``h_bar`` marks; descent: (S, H, W).
+        size: side of one panel in inches.
+
+    Returns: a Figure with 2 axes; the second's title counts the pixels pushed up and down.
+
+    Example:
+        >>> descent = -torch.full((2, 8, 8), 0.01); descent[:, 3, 4] = 0.5
+        >>> fig = show_lift_push(torch.rand(1, 8, 8), torch.tensor([[4.0, 3.0, 4.0]]), descent)
+        >>> fig.axes[1].get_title()
+        'descent on L_lift: 1 px up, 63 down'
+    """
+    values = descent.detach().float().cpu().sum(0)  # (H, W)
+    shown = values.sign() * (values.abs() / values.abs().max().clamp_min(1e-30)).sqrt()
+    fig = Figure(figsize=(2 * size, size + 0.4), layout="constrained")
+    ax = fig.add_subplot(1, 2, 1)
+    draw_image(ax, image, "image and x* (red)", title_size=9)
+    draw_keypoints(ax, refined, AFTER_COLOR)
+    ax = fig.add_subplot(1, 2, 2)
+    title = f"descent on L_lift: {int((values > 0).sum())} px up, {int((values < 0).sum())} down"
+    draw_heatmap(ax, shown, vmin=-1.0, vmax=1.0, cmap="RdBu_r", title=title, title_size=9)
+    return fig

@@ -103,3 +103,36 @@ def plot_losses(history: Sequence[Mapping[str, float]], warmup_steps: int = 0, s
         else:
             ax.text(0.5, 0.5, "no lifting steps logged", ha="center", va="center", transform=ax.transAxes)
     return fig
+
+
+def plot_loss_profile(
+    offsets: Sequence[float],
+    losses: Mapping[str, Sequence[float]],
+    reach: float,
+    size: float = 3.4,
+) -> Figure:
+    """``L_task`` as one keypoint slides along x with the others fixed, one curve per keypoint.
+
+    Each curve is drawn relative to its value at offset 0; the shaded band marks how far stage 2 can move a
+    keypoint in one training step (``reach`` pixels either way).
+
+    Args:
+        offsets: the shifts in pixels, including 0; losses: name -> L_task at each offset.
+        reach: the stage-2 reach in pixels.
+
+    Example:
+        >>> fig = plot_loss_profile([-2, 0, 2], {"digit 7": [0.3, 0.2, 0.25]}, reach=2.0)
+        >>> fig.axes[0].get_xlabel(), len(fig.axes[0].lines)
+        ('shift of the keypoint along x (px)', 2)
+    """
+    fig = Figure(figsize=(size * 1.5, size), layout="constrained")
+    ax = fig.add_subplot()
+    zero = list(offsets).index(0)
+    for name, values in losses.items():
+        ax.plot(offsets, [v - values[zero] for v in values], marker=".", label=name)
+    ax.axvspan(-reach, reach, color="0.85", zorder=0, label=f"stage 2 reach (±{reach:g} px)")
+    ax.axhline(0.0, color="0.4", linewidth=0.8)
+    ax.set_xlabel("shift of the keypoint along x (px)")
+    ax.set_ylabel("L_task - L_task at the pick")
+    ax.legend(fontsize=7)
+    return fig
