@@ -104,6 +104,8 @@ def _train(args: argparse.Namespace) -> int:
     experiment = recipe(args.task, args.data, args.method, budget=budget, preset=args.preset, seed=args.seed)
     if args.train_size is not None:
         experiment.train_size = args.train_size
+    if args.init_heatmap is not None:
+        experiment.init_heatmap = args.init_heatmap or None  # "" trains eta from scratch
     for name in ("steps", "batch_size"):
         if getattr(args, name) is not None:
             experiment.train[name] = getattr(args, name)
@@ -177,6 +179,12 @@ def _train_arguments(p: argparse.ArgumentParser) -> None:
         help="recipe size: gpu (the paper's schedule), cpu (minutes on 2 cores); auto picks by device",
     )
     p.add_argument("--preset", choices=list(PRESETS), default=None, help="network size (the budget's own)")
+    p.add_argument(
+        "--init-heatmap",
+        default=None,
+        metavar="MODEL",
+        help="start eta from a trained model (a .pt path or a checkpoint name; '' for none; the recipe's)",
+    )
     p.add_argument("--steps", type=positive_int, default=None, help="optimisation steps (the recipe's)")
     p.add_argument("--batch-size", type=positive_int, default=None, help="images per step (the recipe's)")
     p.add_argument("--train-size", type=positive_int, default=None, help="generated training images (10000)")

@@ -79,6 +79,7 @@ class Experiment:
     model: MISTConfig = field(default_factory=MISTConfig)
     train: dict = field(default_factory=dict)  # overrides of the trainer config (steps, lr, ...)
     preset: str | None = None  # model size of mistlib.presets applied by recipe(); None: the budget's own
+    init_heatmap: str | None = None  # start eta from this trained model's (a checkpoint name or path)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (
@@ -292,6 +293,30 @@ def checkpoint_dir() -> Path:
     if env:
         return Path(env).expanduser()
     return Path(__file__).resolve().parents[1] / "data" / "checkpoints"
+
+
+def initial_heatmap(model: MIST, source: str) -> None:
+    """Copy the heatmap network of a trained model into ``model`` (``Experiment.init_heatmap``).
+
+    ``source`` is a checkpoint path, or the name of one in :func:`checkpoint_dir`; its heatmap network must
+    have the same layout (same preset).
+
+    Example:
+        >>> initial_heatmap(MIST(), "no-such-model")
+        Traceback (most recent call last):
+        ...
+        mistlib.checkpoint.CheckpointError: init_heatmap: no checkpoint 'no-such-model' (a path or a name ...
+    """
+    path = Path(source) if source.endswith(".pt") else checkpoint_dir() / f"{source}.pt"
+    if not path.exists():
+        raise CheckpointError(
+            f"init_heatmap: no checkpoint {source!r} (a path or a name in {checkpoint_dir()}); train it first"
+        )
+    trained, _, _ = load_model(path, device="cpu")
+    try:
+        model.heatmap_net.load_state_dict(trained.heatmap_net.state_dict())
+    except RuntimeError as error:
+        raise CheckpointError(f"init_heatmap: {path} has another heatmap network ({error!s:.120})") from error
 
 
 def pretrained(name: str, device: str = "cpu") -> tuple[MIST, Experiment, dict]:

@@ -22,6 +22,7 @@ from mistlib.experiments import (
     build_model,
     build_trainer,
     dataset_tensors,
+    initial_heatmap,
     make_dataset,
     save_model,
 )
@@ -209,7 +210,10 @@ def train(
     with RunLock(out):
         saved = _resume_state(resume_path, experiment, resume, force)
         images, _, labels, _ = dataset_tensors(make_dataset(experiment, "train", experiment.train_size))
-        trainer = build_trainer(experiment, build_model(experiment))
+        model = build_model(experiment)
+        if experiment.init_heatmap and saved is None:
+            initial_heatmap(model, experiment.init_heatmap)
+        trainer = build_trainer(experiment, model)
         trainer.meta = {"experiment": dataclasses.asdict(experiment)}
         if saved is not None and "validation" in saved[1]:
             trainer.meta["validation"] = saved[1]["validation"]

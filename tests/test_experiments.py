@@ -163,3 +163,27 @@ def test_cli_trains_a_compact_preset_under_its_own_name(tmp_path, capsys):
     assert "--preset compact" in meta["command"]
     with pytest.raises(ValueError, match="preset must be one of"):
         recipe("reconstruct", "mnist-hard", "mist", preset="huge")
+
+
+def test_initial_heatmap_copies_eta_and_names_bad_sources(tmp_path):
+    import dataclasses
+
+    from mistlib.checkpoint import CheckpointError
+    from mistlib.experiments import build_model, initial_heatmap, save_model
+    from mistlib.model import MISTConfig
+
+    tiny = MISTConfig(k=4, task_width=2, heatmap_channels=4, heatmap_blocks=1)
+    source_experiment = Experiment(method="mist", model=tiny, seed=3)
+    source = build_model(source_experiment)
+    save_model(tmp_path / "source.pt", source_experiment, source, {"steps": 0})
+    target = build_model(
+        Experiment(task="classify", method="mist", model=dataclasses.replace(tiny, task="classify"))
+    )
+    initial_heatmap(target, str(tmp_path / "source.pt"))
+    for a, b in zip(source.heatmap_net.parameters(), target.heatmap_net.parameters(), strict=True):
+        assert torch.allclose(a.half().float(), b)  # the checkpoint stores fp16
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        initial_heatmap(target, str(tmp_path / "missing.pt"))
+    wider = build_model(Experiment(method="mist", model=dataclasses.replace(tiny, heatmap_channels=8)))
+    with pytest.raises(CheckpointError, match="another heatmap network"):
+        initial_heatmap(wider, str(tmp_path / "source.pt"))
