@@ -191,14 +191,26 @@ def recipe(
     train = {"steps": 6000, "batch_size": 32, **chosen.train_settings}
     if "warmup_steps" in train and mnist_reconstruction:
         train.update(warmup_windows="heatmap")
+    init_heatmap = None
     if budget == "cpu":
         model = dataclasses.replace(model, **PRESETS["compact"])  # the networks sized for 2 cores
         train.update(steps=chosen.cpu_steps[data], **chosen.cpu_settings)
+        if method == "mist" and task == "classify":
+            # research/README.md §10: eta starts from the reconstruction run's (K the only supervision there)
+            init_heatmap = f"reconstruct-{data}-mist"
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")
         model = dataclasses.replace(model, **PRESETS[preset])
-    experiment = Experiment(task=task, data=data, method=method, model=model, train=train, preset=preset)
+    experiment = Experiment(
+        task=task,
+        data=data,
+        method=method,
+        model=model,
+        train=train,
+        preset=preset,
+        init_heatmap=init_heatmap,
+    )
     return dataclasses.replace(experiment, **overrides)
 
 

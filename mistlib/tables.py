@@ -118,6 +118,8 @@ def reproduce(
         if train_size is not None:
             experiment.train_size = train_size
             command += f" --train-size {train_size}"
+        if experiment.init_heatmap:  # a row that starts from another row's model: the one in this folder
+            experiment.init_heatmap = str(checkpoints / f"{experiment.init_heatmap}.pt")
         path = checkpoints / f"{experiment.name}.pt"
         if retrain or not path.exists():
             train(experiment, path, command=command)
