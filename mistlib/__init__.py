@@ -2,10 +2,11 @@
 
 The data flows through the modules in this order (one idea per module)::
 
-    data  ->  heatmap  ->  extract  ->  sampler  ->  tasks  ->  losses  ->  model  ->  lifting
-    I         h = H(I)     x = E_K(h)   P = S(I, x)  T(P)      L_task                Algorithm 1
+    data  ->  heatmap  ->  extract  ->  sampler  ->  tasks  ->  losses  ->  objective  ->  model  ->  lifting
+    I         h = H(I)     x = E_K(h)   P = S(I, x)  T(P)      L_task      task object     eq. (1)    Alg. 1
 
-(``compact`` holds smaller task networks for the CPU, ``presets`` names the model sizes.)
+(``compact`` holds smaller task networks for the CPU, ``presets`` names the model sizes, ``refine`` is
+stage 2 of Algorithm 1, ``experiments`` the methods and recipes of the tables.)
 
 Conventions (used everywhere: code, tests, chapters)
 ----------------------------------------------------
