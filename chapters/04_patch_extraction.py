@@ -241,8 +241,8 @@ for rank, (x, y, s) in enumerate(keypoints[0].tolist(), start=1):
 # pass to $\mathcal{E}_K$. Move the slider to see which windows are chosen, and the patches $\mathcal{S}$
 # cuts out of them, for K from 1 to 20. The heatmap is computed once; each K only re-runs the extractor
 # and the sampler. Picks come in decreasing order of score, so raising K only adds windows at the end. The
-# controls are live in JupyterLab; the static website shows the widget as it was saved, and the cell after it
-# draws the figure for the model's K.
+# figure of every K is computed in advance, so the slider works on the static website too; in JupyterLab the
+# kernel also redraws each change. The cell after the widget draws the figure for the model's K.
 
 # %%
 topk = topk_widget(model, image, k=config.k, max_k=20)
@@ -353,7 +353,9 @@ assert torch.allclose(moment, keypoints[0, :, 2], atol=1e-4)
 # fully convolutional, so this works, but its weights were only ever tuned at the trained factors. The
 # window and strength are applied to the raw scores `HeatmapNet.scores` returns, with no weights involved. A
 # narrow window lets several picks crowd onto one digit; a wide one can suppress a small digit next to a
-# larger one; a low strength flattens every peak. The controls are live in JupyterLab; below the widget, the
+# larger one; a low strength flattens every peak. On the static website only the number of scales works:
+# its five figures are computed in advance, at the trained range, window and strength. The range, window
+# and strength take any value, so they redraw only in JupyterLab, where a kernel runs. Below the widget, the
 # same figure is drawn for five scales from 12 to 32 pixels with a $7 \times 7$ window.
 
 # %%

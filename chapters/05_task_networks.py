@@ -186,7 +186,9 @@ assert not outside.any()  # nothing outside the window
 #
 # The slider sets how many of the K decoded patches are placed, in the extractor's order (strongest pick
 # first), and the residual shows what is still missing. The model runs once; only the number of patches
-# combined changes. The controls are live in JupyterLab; the cell after the widget draws the first three.
+# combined changes. The figure of every count is computed in advance, so the slider works on the static
+# website too (in JupyterLab each change is also redrawn live); the cell after the widget draws the first
+# three.
 
 # %%
 placing = reconstruction_widget(autoencoder, image)

@@ -393,13 +393,14 @@ torch.testing.assert_close(topk_extract(h_bar, 1, model.scales)[0, 0], torch.ten
 # ## The recorded training run
 #
 # While the shipped model trained, the trainer recorded `inspect` of four fixed test images every few steps
-# into a training log (`TrainingLog`). The scrubber below replays it: `step` moves through the snapshots (the
-# title shows the real training step), `stage` picks the stage of Algorithm 1, and `image` the probe image.
-# Snapshots from the warm-up are marked: during the warm-up only the auto-encoder trains, on random
-# windows, so the stages shown there are what lifting *would* do. The log does not store
+# into a training log (`TrainingLog`). The scrubber below replays it: `step` moves through 16 evenly spaced
+# snapshots, labelled with the real training step; `stage` picks the stage of Algorithm 1, and `image` the
+# probe image. Snapshots from the warm-up are marked: during the warm-up only the auto-encoder trains, on
+# random windows, so the stages shown there are what lifting *would* do. The log does not store
 # $\bar{\mathbf{h}}$; the figure rebuilds it from the refined keypoints with `lift_target`. It stores images
-# and heatmaps with 8 bits, so a faint heatmap (peaks near 0.01) looks posterised. The controls are live in
-# JupyterLab; on the website they show their saved state.
+# and heatmaps with 8 bits, so a faint heatmap (peaks near 0.01) looks posterised. The figures of every
+# offered snapshot, stage and image are computed in advance, so the three controls work on the static
+# website too; in JupyterLab each change is also redrawn live.
 
 # %%
 log = TrainingLog.load(checkpoint_dir() / "reconstruct-mnist-hard-mist.log.pt")

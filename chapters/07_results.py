@@ -291,9 +291,9 @@ for b in range(2):
 # Pick one of the 16 test images and one of the four auto-encoding methods trained on MNIST hard; the
 # figure shows the input with its ground-truth boxes (dashed orange) and the method's windows (cyan),
 # and the reconstruction, titled with that image's RMSE. The `naive` entry is the top-K model trained
-# without lifting (§6). The controls are live when you run the notebook in JupyterLab (each change reruns
-# the model on one image); the cell after the widget draws one fixed choice, so a static page always shows
-# a figure.
+# without lifting (§6). The figures of all 64 choices are computed in advance, so the controls work on the
+# static website too; in JupyterLab each change also reruns the model on that image. The cell after the
+# widget draws one fixed choice.
 
 # %%
 widget = results_widget(hard_models, hard[0], hard[1])

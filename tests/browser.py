@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -20,7 +21,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -155,6 +156,85 @@ def static_server(directory: Path, log: Path) -> Iterator[str]:
     url = f"http://127.0.0.1:{port}/"
     with start_server(command, url, log, timeout=30):
         yield url
+
+
+# -- ipywidgets in a page: find a control by its label, move it, see which picture a widget shows ----------
+PICTURE_DIGEST = """async img => {
+  const data = await (await fetch(img.src)).arrayBuffer();
+  const digest = await crypto.subtle.digest('SHA-256', data);
+  return Array.from(new Uint8Array(digest), b => b.toString(16).padStart(2, '0')).join('');
+}"""
+
+
+def control(container, label: str):
+    """The widget box (slider, toggle buttons, dropdown ...) inside ``container`` described ``label``."""
+    named = re.compile(rf"^\s*{re.escape(label)}\s*$")
+    labels = container.locator(".widget-label:visible").filter(has_text=named)
+    assert labels.count() == 1, f"expected one '{label}' control, found {labels.count()}"
+    return labels.locator("xpath=..")  # ipywidgets puts a control's description label inside its box
+
+
+def shown_picture(container) -> str | None:
+    """SHA-256 of the bytes of the one widget image (``img.widget-image``) visible in ``container``, or None
+    while there is none (a frame Stack shows one child at a time; its ``src`` is a blob URL, new per view)."""
+    from playwright.sync_api import Error
+
+    images = container.locator("img.widget-image:visible")
+    try:
+        return images.first.evaluate(PICTURE_DIGEST) if images.count() == 1 else None
+    except Error:  # the image was replaced while it was read
+        return None
+
+
+def wait_for_picture(
+    container, accept: Callable[[str], bool] = lambda digest: True, timeout: float = 90.0
+) -> str:
+    """Poll :func:`shown_picture` until it is accepted; return it."""
+    deadline = time.monotonic() + timeout
+    while (digest := shown_picture(container)) is None or not accept(digest):
+        assert time.monotonic() < deadline, f"the widget's picture did not change (still {digest})"
+        time.sleep(0.2)
+    return digest
+
+
+def slider_key(box) -> str:
+    """The arrow key that moves a slider: left, unless it is at its minimum."""
+    handle = box.locator(".noUi-handle")
+    now, low = (float(handle.get_attribute(name)) for name in ("aria-valuenow", "aria-valuemin"))
+    return "ArrowLeft" if now > low else "ArrowRight"
+
+
+def move_slider(box, key: str | None = None) -> tuple[str, str]:
+    """Press an arrow key (``key``, else :func:`slider_key`) on a slider's handle; return the readout
+    before and after."""
+    handle = box.locator(".noUi-handle")
+    handle.scroll_into_view_if_needed()
+    key = key or slider_key(box)
+    before = box.locator(".widget-readout").inner_text().strip()
+    handle.focus()
+    handle.press(key)
+    deadline = time.monotonic() + 30
+    while (after := box.locator(".widget-readout").inner_text().strip()) == before:
+        assert time.monotonic() < deadline, "the slider did not move"
+        time.sleep(0.1)
+    return before, after
+
+
+def change_choice(box) -> Callable[[], object]:
+    """Pick another value in a slider, toggle buttons or dropdown; return a function that picks it back."""
+    if box.locator(".noUi-handle").count():
+        key = slider_key(box)
+        move_slider(box, key)
+        return lambda: move_slider(box, "ArrowRight" if key == "ArrowLeft" else "ArrowLeft")
+    if box.locator("button").count():
+        active = box.locator("button.mod-active").inner_text()
+        box.locator("button:not(.mod-active)").first.click()
+        return lambda: box.locator("button", has_text=active).click()
+    select = box.locator("select")
+    options = select.locator("option").evaluate_all("els => els.map(e => e.value)")
+    current = select.input_value()
+    select.select_option(next(o for o in options if o != current))
+    return lambda: select.select_option(current)
 
 
 def screenshot_site(html: Path, out: Path, page: str = "chapters/04_patch_extraction.html") -> None:

@@ -18,7 +18,17 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from browser import ROOT, chromium, free_port, require_chromium, start_server
+from browser import (
+    ROOT,
+    change_choice,
+    chromium,
+    control,
+    free_port,
+    move_slider,
+    require_chromium,
+    start_server,
+    wait_for_picture,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -147,59 +157,6 @@ def widget_cell(page, label: str):
     return cell.first
 
 
-def control(cell, label: str):
-    """The widget box (slider, toggle buttons, dropdown ...) inside ``cell`` described ``label``."""
-    labels = cell.locator(".widget-label:visible").filter(has_text=re.compile(rf"^\s*{label}\s*$"))
-    assert labels.count() == 1, f"expected one '{label}' control, found {labels.count()}"
-    return labels.locator("xpath=..")  # ipywidgets puts a control's description label inside its box
-
-
-def figure_sources(cell) -> list[str]:
-    """The ``src`` (PNG data URLs) of the images in the widget's output area."""
-    return cell.locator(".widget-output img").evaluate_all("els => els.map(e => e.src)")
-
-
-def wait_for_change(cell, before: list[str], timeout: float = 90.0) -> list[str]:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        now = figure_sources(cell)
-        if now and now != before:
-            return now
-        time.sleep(0.25)
-    raise AssertionError("the widget's figure did not change")
-
-
-def move_slider(box) -> tuple[str, str]:
-    """Press an arrow key on a slider's handle (left unless at the minimum); return (value before, after)."""
-    handle = box.locator(".noUi-handle")
-    handle.scroll_into_view_if_needed()
-    now = float(handle.get_attribute("aria-valuenow"))
-    low = float(handle.get_attribute("aria-valuemin"))
-    before = box.locator(".widget-readout").inner_text().strip()
-    handle.focus()
-    handle.press("ArrowLeft" if now > low else "ArrowRight")
-    deadline = time.monotonic() + 30
-    while (after := box.locator(".widget-readout").inner_text().strip()) == before:
-        assert time.monotonic() < deadline, "the slider did not move"
-        time.sleep(0.1)
-    return before, after
-
-
-def change_choice(box) -> None:
-    """Pick another value in a selection control (toggle buttons, dropdown, radio buttons or slider)."""
-    if box.locator(".noUi-handle").count():
-        move_slider(box)
-    elif box.locator("button").count():
-        box.locator("button:not(.mod-active)").first.click()
-    elif box.locator("select").count():
-        select = box.locator("select")
-        options = select.locator("option").evaluate_all("els => els.map(e => e.value)")
-        current = select.input_value()
-        select.select_option(next(o for o in options if o != current))
-    else:
-        box.locator("input[type=radio]:not(:checked)").first.check()
-
-
 @pytest.fixture
 def page(browser_context):
     tab = browser_context.new_page()
@@ -211,10 +168,15 @@ def test_chapter4_k_slider_redraws_the_patches(lab, page):
     base, token, _ = lab
     run_all(page, base, token, NOTEBOOKS[0])
     cell = widget_cell(page, "K")
-    before = wait_for_change(cell, [])  # the first drawing
+    before = wait_for_picture(cell)  # the first drawing
     k_before, k_after = move_slider(control(cell, "K"))
     assert int(k_after) == int(k_before) + (-1 if int(k_before) > 1 else 1)
-    wait_for_change(cell, before)
+    wait_for_picture(cell, lambda now: now != before)
+    # a control that has no saved frames: only the kernel can redraw it
+    cell = widget_cell(page, "strength")
+    before = wait_for_picture(cell)
+    move_slider(control(cell, "strength"))
+    wait_for_picture(cell, lambda now: now != before)
     page.screenshot(path=str(SCREENSHOTS / "lab-04_patch_extraction.png"))
 
 
@@ -222,9 +184,9 @@ def test_chapter6_training_scrubber_redraws(lab, page):
     base, token, _ = lab
     run_all(page, base, token, NOTEBOOKS[1])
     cell = widget_cell(page, "step")
-    first = wait_for_change(cell, [])
+    first = wait_for_picture(cell)
     move_slider(control(cell, "step"))
-    after_step = wait_for_change(cell, first)
+    after_step = wait_for_picture(cell, lambda now: now != first)
     change_choice(control(cell, "stage"))
-    wait_for_change(cell, after_step)
+    wait_for_picture(cell, lambda now: now != after_step)
     page.screenshot(path=str(SCREENSHOTS / "lab-06_training_by_lifting.png"))

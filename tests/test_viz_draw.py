@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ast
-import base64
+import io
 from pathlib import Path
 
 import matplotlib
 
 matplotlib.use("Agg")
 
+import numpy as np
 import pytest
 import torch
 from matplotlib.colors import Normalize, PowerNorm, to_hex, to_rgba
@@ -29,7 +30,7 @@ from mistlib.viz.draw import (
     draw_patches,
     draw_windows,
 )
-from mistlib.viz.widgets import png_bytes, png_outputs
+from mistlib.viz.widgets import control_values, figure_widget, frame_stack, frames, png_bytes, selected_frame
 
 VIZ = Path(mistlib.viz.__file__).parent
 
@@ -114,11 +115,89 @@ def test_check_keypoints_names_the_expected_layout():
         check_keypoints(torch.zeros(4, 2))
 
 
-def test_png_outputs_hold_the_figure_as_base64_png():
-    fig = Figure(figsize=(1, 1))
-    (output,) = png_outputs(fig, 30, "text")
-    assert base64.b64decode(output["data"]["image/png"]) == png_bytes(fig, 30)
-    assert output["data"]["text/plain"] == "text" and output["metadata"] == {}
+def test_png_bytes_with_a_palette_keeps_the_picture_and_shrinks_the_file():
+    from PIL import Image
+
+    fig = Figure(figsize=(3, 2))
+    fig.add_subplot().imshow(torch.rand(40, 40).numpy(), cmap="viridis")
+    full, palette = png_bytes(fig, 60), png_bytes(fig, 60, colors=128)
+    assert full[:8] == palette[:8] == b"\x89PNG\r\n\x1a\n" and len(palette) < len(full)
+    exact = Image.open(io.BytesIO(full)).convert("RGB")
+    reduced = Image.open(io.BytesIO(palette))
+    assert reduced.mode == "P" and reduced.size == exact.size and len(reduced.getcolors(256)) <= 128
+    difference = torch.tensor(np.asarray(reduced.convert("RGB"))).float() - torch.tensor(np.asarray(exact))
+    assert difference.abs().float().mean() < 2  # out of 255
+
+
+def width_frame(values: tuple) -> bytes:
+    """A frame whose size encodes the values: ``width`` by ``height + 1`` inches."""
+    return png_bytes(Figure(figsize=(values[0], values[1] + 1 if len(values) > 1 else 1)), dpi=10)
+
+
+def test_frame_stack_nests_one_stack_per_control_each_linked_to_it():
+    import ipywidgets as widgets
+    from ipywidgets import widget_link
+
+    width = widgets.SelectionSlider(options=[("narrow", 1), ("wide", 3)], value=3)
+    height = widgets.IntSlider(value=1, min=0, max=2)
+    stack = frame_stack([width, height], width_frame)
+    assert isinstance(stack, widgets.Stack) and len(stack.children) == 2
+    assert all(isinstance(child, widgets.Stack) and len(child.children) == 3 for child in stack.children)
+    assert stack.selected_index == 1 and [child.selected_index for child in stack.children] == [1, 1]
+    saved = [bytes(frame.value) for frame in frames(stack)]
+    assert saved == [width_frame((w, h)) for w in (1, 3) for h in (0, 1, 2)]  # outer control slowest
+    assert len(set(saved)) == 6  # a different picture at every position
+    # the selection's index and the 0-based IntSlider's value are what the browser links, both ways
+    assert [type(link) for link in stack.links] == [widget_link.Link] * 3
+    assert [(link.source, link.target) for link in stack.links] == [
+        ((width, "index"), (stack, "selected_index")),
+        ((height, "value"), (stack.children[0], "selected_index")),
+        ((height, "value"), (stack.children[1], "selected_index")),
+    ]
+    assert selected_frame(stack) is stack.children[1].children[1]
+    assert control_values(width) == [1, 3] and control_values(height) == [0, 1, 2]
+
+
+def test_frame_stack_refuses_controls_it_cannot_link():
+    import ipywidgets as widgets
+
+    with pytest.raises(ValueError, match="SelectionSlider"):
+        frame_stack([widgets.IntSlider(value=1, min=1, max=3)], width_frame)  # value 1 at position 0
+    with pytest.raises(ValueError, match="SelectionSlider"):
+        frame_stack([widgets.IntSlider(value=0, min=0, max=4, step=2)], width_frame)
+    with pytest.raises(TypeError, match="FloatSlider"):
+        frame_stack([widgets.FloatSlider()], width_frame)
+    with pytest.raises(ValueError, match="at least one control"):
+        frame_stack([], width_frame)
+
+
+def test_figure_widget_redraws_live_into_the_selected_frame_only():
+    import ipywidgets as widgets
+
+    calls = []
+
+    def draw(width: int, height: float) -> Figure:
+        calls.append((width, height))
+        return Figure(figsize=(width, height))
+
+    width = widgets.Dropdown(options=[1, 2, 3], value=2)
+    height = widgets.FloatSlider(value=1.0, min=0.5, max=2.0)
+    widget = figure_widget(draw, dpi=10, live_only=["height"], width=width, height=height)
+    assert widget.children[:3] == (width, height, widget.picture)
+    assert [(link.source, link.target) for link in widget.picture.links] == [
+        ((width, "index"), (widget.picture, "selected_index"))
+    ]
+    assert calls == [(1, 1.0), (2, 1.0), (3, 1.0), (2, 1.0)]  # three saved frames, then the live one
+    saved = [bytes(frame.value) for frame in frames(widget.picture)]
+    assert bytes(selected_frame(widget.picture).value) == saved[1] == png_bytes(widget.result, 10, 128)
+    height.value = 2.0  # a live-only control: redrawn into the frame on show, the others stay as saved
+    after = [bytes(frame.value) for frame in frames(widget.picture)]
+    assert after[0] == saved[0] and after[2] == saved[2] and after[1] != saved[1]
+    assert after[1] == png_bytes(widget.result, 10, 128)
+    assert widget.result.get_size_inches().tolist() == [2, 2]
+    width.value = 3  # a scrubbed control: the Stack follows it in Python too, and the redraw lands there
+    assert widget.picture.selected_index == 2 and selected_frame(widget.picture) is widget.picture.children[2]
+    assert bytes(widget.picture.children[2].value) == png_bytes(Figure(figsize=(3, 2)), 10, 128)
 
 
 # -- the layout of the package -------------------------------------------------------------------------------

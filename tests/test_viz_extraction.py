@@ -24,6 +24,7 @@ from mistlib.viz.heatmaps import (
     show_scale_space,
     show_soft_nms,
 )
+from mistlib.viz.widgets import frames, selected_frame
 
 
 @pytest.fixture(scope="module")
@@ -43,10 +44,10 @@ def rectangles(ax) -> list[Rectangle]:
     return [p for p in ax.patches if isinstance(p, Rectangle)]
 
 
-def png(widget) -> str:
-    """The base64 PNG the widget's picture (an Output, the child after the controls) currently shows."""
-    (output,) = widget.children[-2].outputs
-    return output["data"]["image/png"]
+def png(widget) -> bytes:
+    """The PNG the widget's picture (a Stack of frames, the child after the controls) currently shows."""
+    assert widget.children[-2] is widget.picture
+    return bytes(selected_frame(widget.picture).value)
 
 
 def shown(ax) -> torch.Tensor:
@@ -181,15 +182,16 @@ def test_show_scale_space_runs_the_trained_trunk_at_new_scales(model, image):
 def test_topk_widget_draws_exactly_k_windows_and_patches(model, image):
     widget = topk_widget(model, image)
     slider = widget.children[0]
-    assert slider.description == "K" and (slider.min, slider.max, slider.value) == (1, 20, 3)
+    assert slider.description == "K" and slider.options == tuple(range(1, 21)) and slider.value == 3
+    assert (slider.index, widget.picture.selected_index) == (2, 2)
+    saved = [bytes(frame.value) for frame in frames(widget.picture)]  # what a static page switches between
+    assert len(set(saved)) == 20  # a different picture for every K
     with torch.no_grad():
         heatmap = model.heatmap_net(image[None])
     first_windows = None
-    pictures = {png(widget)}
     for k in (1, 5, 20, 2):
         slider.value = k
-        pictures.add(png(widget))
-        assert len(pictures) == 2 + [1, 5, 20, 2].index(k)  # a new picture for every K
+        assert widget.picture.selected_index == k - 1 and png(widget) == saved[k - 1]  # live = saved frame
         fig = widget.result
         assert fig.get_suptitle() == f"K = {k}"
         assert len(rectangles(fig.axes[0])) == k and len(fig.axes) == 1 + k
@@ -206,6 +208,11 @@ def test_topk_widget_draws_exactly_k_windows_and_patches(model, image):
 def test_scales_widget_controls_change_the_figure(model, image):
     widget = scales_widget(model, image)
     count, scale_range, window, strength = widget.children[:4]
+    assert count.options == (1, 2, 3, 4, 5) and len(widget.picture.children) == 5  # one frame per count
+    assert [(link.source, link.target) for link in widget.picture.links] == [
+        ((count, "index"), (widget.picture, "selected_index"))
+    ]  # the continuous controls are live only
+    assert len({bytes(frame.value) for frame in frames(widget.picture)}) == 5
     assert len(widget.result.axes) == 2 * 3  # the model's two scales
     before = shown(widget.result.axes[4]).clone()  # softmax of the first scale
     for num in (1, 4, 5):
@@ -215,9 +222,12 @@ def test_scales_widget_controls_change_the_figure(model, image):
         assert len(listed.split(",")) == num
     count.value = 2
     torch.testing.assert_close(shown(widget.result.axes[4]), before)  # back where it started
-    picture = png(widget)
+    picture, others = png(widget), [bytes(frame.value) for frame in frames(widget.picture)]
     strength.value = 2.0
-    assert png(widget) != picture
+    assert png(widget) != picture  # a live redraw goes into the frame on show, the others stay as saved
+    assert [bytes(frame.value) for frame in frames(widget.picture)] == [
+        png(widget) if index == 1 else saved for index, saved in enumerate(others)
+    ]
     softer = shown(widget.result.axes[4])
     assert not torch.allclose(softer, before)
     window.value = 1  # a 1x1 window: every pixel is its own maximum, no suppression at all

@@ -33,6 +33,7 @@ from mistlib.viz.results import (
     show_inverse_rendering,
     show_method,
 )
+from mistlib.viz.widgets import frames, selected_frame
 
 TINY = MISTConfig(
     image_size=32,
@@ -150,10 +151,22 @@ def test_widget_controls_redraw_the_figure():
     assert isinstance(before, Figure) and before.get_suptitle().startswith("mist: test image 0")
     assert len(rectangles(before.axes[0])) == 1 + 4  # the real box only, then K = 4 windows
 
-    png_before = bytes(widget.children[2].value)
+    # every image x method is a saved frame (image outside, method inside), each Stack linked to its control
+    stack = widget.picture
+    assert widget.children[2] is stack and [len(stack.children), len(stack.children[0].children)] == [4, 2]
+    saved = [bytes(frame.value) for frame in frames(stack)]
+    assert len(set(saved)) == 4 * 2
+    assert stack.links[0].source == (index, "value") and stack.links[0].target == (stack, "selected_index")
+    assert [link.source for link in stack.links[1:]] == [(method, "index")] * 4
+    inner = [(child, "selected_index") for child in stack.children]
+    assert [link.target for link in stack.links[1:]] == inner
+
+    png_before = bytes(selected_frame(stack).value)
+    assert png_before == saved[1]  # image 0, method "mist"
     index.value = 2
     after_index = widget.result
-    assert bytes(widget.children[2].value) != png_before  # what the reader sees changed too
+    assert bytes(selected_frame(stack).value) != png_before  # what the reader sees changed too
+    assert bytes(selected_frame(stack).value) == saved[2 * 2 + 1]  # and is the frame saved for it
     assert after_index is not before and after_index.get_suptitle().startswith("mist: test image 2")
     shown = torch.as_tensor(after_index.axes[0].images[0].get_array().data)
     torch.testing.assert_close(shown, batch[2, 0])

@@ -22,6 +22,7 @@ from mistlib.viz.tasks import (
     show_partial_reconstruction,
     show_reconstruction_steps,
 )
+from mistlib.viz.widgets import frames, selected_frame
 
 
 def tiny_config(**changes) -> MISTConfig:
@@ -106,11 +107,17 @@ def test_reconstruction_widget_places_patches_as_the_slider_says(model, image):
         out = model(image[None])
     torch.testing.assert_close(shown(widget.result.axes[1]), out.reconstruction[0, 0].clamp(0, 1))
     canvases = placed_canvases(out.task_output[0], out.keypoints[0], (32, 32))
-    pictures = {widget.children[1].outputs[0]["data"]["image/png"]}
+    # the picture: one saved frame per count (an IntSlider from 0 is linked by its value), all different
+    assert widget.children[1] is widget.picture and len(widget.picture.children) == 4
+    assert [(link.source, link.target) for link in widget.picture.links] == [
+        ((slider, "value"), (widget.picture, "selected_index"))
+    ]
+    saved = [bytes(frame.value) for frame in frames(widget.picture)]
+    assert len(set(saved)) == 4 and widget.picture.selected_index == 3
     for placed in (0, 1, 2):
         slider.value = placed
-        pictures.add(widget.children[1].outputs[0]["data"]["image/png"])
-        assert len(pictures) == placed + 2  # the picture shown is redrawn
+        assert widget.picture.selected_index == placed
+        assert bytes(selected_frame(widget.picture).value) == saved[placed]  # the live redraw agrees
         assert widget.result.get_suptitle().startswith(f"{placed} of 3 patches placed")
         torch.testing.assert_close(shown(widget.result.axes[1]), canvases[:placed].sum(0)[0].clamp(0, 1))
     with pytest.raises(ValueError, match="reconstruction model"):

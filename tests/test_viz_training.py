@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-
 import matplotlib
 
 matplotlib.use("Agg")
@@ -30,9 +28,11 @@ from mistlib.viz.comparisons import (  # noqa: E402
 from mistlib.viz.curves import plot_losses  # noqa: E402
 from mistlib.viz.training import (  # noqa: E402
     ACTIVE_COLOR,
+    evenly_spaced,
     show_lifting_stage,
     training_scrubber_widget,
 )
+from mistlib.viz.widgets import frames, png_bytes, selected_frame  # noqa: E402
 
 SCALES = (6.0, 8.0, 10.0)
 STEPS = [0, 50, 120]
@@ -72,10 +72,8 @@ def pixels(fig) -> np.ndarray:
 
 
 def picture(widget) -> bytes:
-    """The PNG that the scrubber's output area shows."""
-    (output,) = widget.children[3].outputs
-    assert output["output_type"] == "display_data"
-    return base64.b64decode(output["data"]["image/png"])
+    """The PNG that the scrubber's picture (a Stack of frames) shows."""
+    return bytes(selected_frame(widget.picture).value)
 
 
 def rectangles(ax) -> list[Rectangle]:
@@ -97,9 +95,10 @@ def test_scrubber_controls_are_step_slider_first_then_stage_and_image(log):
     import ipywidgets as widgets
 
     widget = training_scrubber_widget(log, scales=SCALES)
-    step, stage, image, out = widget.children
-    assert isinstance(step, widgets.IntSlider) and step.description == "step"
-    assert (step.min, step.max, step.value) == (0, len(STEPS) - 1, 1)  # starts in the middle
+    step, stage, image, stack, out = widget.children
+    assert isinstance(step, widgets.SelectionSlider) and step.description == "step"
+    assert step.options == (("0", 0), ("50", 1), ("120", 2))  # labelled with the real training steps
+    assert step.value == 1  # starts in the middle
     assert stage.description == "stage" and [value for _, value in stage.options] == [1, 2, 3]
     assert [label for label, _ in stage.options] == [
         "1: task update",
@@ -107,8 +106,48 @@ def test_scrubber_controls_are_step_slider_first_then_stage_and_image(log):
         "3: heatmap regression",
     ]
     assert image.description == "image" and list(image.options) == [0, 1]
-    assert isinstance(out, widgets.Output) and len(out.outputs) == 1  # one picture, replaced on each change
+    assert stack is widget.picture and isinstance(out, widgets.Output)
     assert picture(widget)[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_every_snapshot_stage_and_image_is_a_saved_frame_linked_to_its_control(log):
+    import ipywidgets as widgets
+    from ipywidgets import widget_link
+
+    widget = training_scrubber_widget(log, scales=SCALES, dpi=40)
+    step, stage, image, stack, _ = widget.children
+    saved = [bytes(frame.value) for frame in frames(stack)]
+    assert len(saved) == len(set(saved)) == 3 * 3 * 2  # steps x stages x images, all different
+    # step -> stage -> image, nested; each Stack follows its control's index in the browser (a jslink)
+    depth = {stack.model_id: 0}
+    depth |= {middle.model_id: 1 for middle in stack.children}
+    depth |= {inner.model_id: 2 for middle in stack.children for inner in middle.children}
+    assert len(stack.links) == len(depth) == 1 + 3 + 9
+    linked = set()
+    for link in stack.links:
+        assert isinstance(link, widget_link.Link) and not isinstance(link, widget_link.DirectionalLink)
+        (target, trait), control = link.target, (step, stage, image)[depth[link.target[0].model_id]]
+        assert isinstance(target, widgets.Stack) and trait == "selected_index"
+        assert link.source == (control, "index")
+        linked.add(target.model_id)
+    assert linked == set(depth)  # every Stack, once
+    # a frame saved for (step 50, stage 3, image 1) is what the live redraw shows there
+    step.value, stage.value, image.value = 1, 3, 1
+    assert [s.selected_index for s in (stack, stack.children[1], stack.children[1].children[2])] == [1, 2, 1]
+    assert picture(widget) == saved[(1 * 3 + 2) * 2 + 1]
+    assert picture(widget) == png_bytes(widget.result, 40, colors=128)
+
+
+def test_the_step_slider_offers_evenly_spaced_snapshots():
+    assert evenly_spaced(60, 16)[:3] == [0, 4, 8] and evenly_spaced(60, 16)[-1] == 59
+    assert len(evenly_spaced(60, 16)) == 16 and evenly_spaced(2, 16) == [0, 1]
+    assert evenly_spaced(60, 4, keep=3) == [0, 3, 20, 39, 59] and evenly_spaced(60, 1) == [0]
+    log = TrainingLog({"experiment": "test"})
+    for step in range(0, 100, 10):
+        log.record(step, snapshot(seed=step, images=1))
+    widget = training_scrubber_widget(log, scales=SCALES, dpi=20, snapshots=4, start=2)
+    assert widget.children[0].options == (("0", 0), ("20", 2), ("30", 3), ("60", 6), ("90", 9))
+    assert widget.children[0].value == 2 and len(list(frames(widget.picture))) == 5 * 3
 
 
 def test_moving_the_step_slider_shows_that_snapshot_with_its_real_step(log):
@@ -220,13 +259,14 @@ def test_classification_output_is_the_mean_class_histogram():
     assert sum(heights) == pytest.approx(1.0)
 
 
-def test_a_failing_redraw_is_shown_in_the_output_area(log):
+def test_a_failing_redraw_is_reported_and_leaves_the_saved_frames(log, caplog):
     widget = training_scrubber_widget(log, scales=SCALES)
+    before, saved = widget.result, [bytes(frame.value) for frame in frames(widget.picture)]
     log.snapshots[0].pop("refined")  # a broken snapshot
-    with pytest.raises(ValueError, match="'refined'"):
-        widget.children[0].value = 0
-    (output,) = widget.children[3].outputs
-    assert output["output_type"] == "stream" and "refined" in output["text"]
+    widget.children[0].value = 0
+    # ipywidgets' interactive logs the error here; in a kernel it shows the traceback in its output area
+    assert "snapshot has no 'refined'" in caplog.text
+    assert widget.result is before and [bytes(frame.value) for frame in frames(widget.picture)] == saved
 
 
 def test_bad_stage_or_incomplete_snapshot_raise():

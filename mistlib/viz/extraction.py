@@ -186,8 +186,9 @@ def topk_widget(model: MIST, image: torch.Tensor, k: int | None = None, max_k: i
         k: initial K (the model's K when None).
         max_k: largest K offered.
 
-    Returns: an ``ipywidgets.interactive`` whose ``children[0]`` is the ``IntSlider`` labelled "K" and
-    ``children[1]`` the ``Output`` showing the figure as a PNG; ``.result`` holds the current Figure.
+    Returns: a :func:`~mistlib.viz.widgets.figure_widget` whose ``children[0]`` is the ``SelectionSlider``
+    labelled "K" (1 to ``max_k``) and ``children[1]`` (``.picture``) the figure of every K, precomputed, so
+    that the slider works on a static page too; ``.result`` holds the current Figure.
 
     Example:
         >>> from mistlib.model import MISTConfig
@@ -213,4 +214,5 @@ def topk_widget(model: MIST, image: torch.Tensor, k: int | None = None, max_k: i
         return show_topk(image, keypoints[0].cpu(), patches[0].cpu(), title=f"K = {k}")
 
     start = model.config.k if k is None else k
-    return figure_widget(draw, k=widgets.IntSlider(value=start, min=1, max=max_k, description="K"))
+    slider = widgets.SelectionSlider(options=list(range(1, max_k + 1)), value=start, description="K")
+    return figure_widget(draw, k=slider)

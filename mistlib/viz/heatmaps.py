@@ -249,16 +249,19 @@ def scales_widget(model: MIST, image: torch.Tensor, k: int | None = None):
     """Scrub the scale space (how many scales, over which range) and the local softmax (window, strength).
 
     Each change calls :func:`show_scale_space`: the trained trunk re-runs at the new resize factors and the
-    softmax is applied to its raw scores with the new window and strength.
+    softmax is applied to its raw scores with the new window and strength. The figures for 1 to 5 scales
+    (at the starting range, window and strength) are precomputed, so the number of scales also works on a
+    static page; the range, window and strength are continuous or too many to precompute along with it,
+    and redraw only where a kernel runs (JupyterLab).
 
     Args:
         model: a MIST model; image: (C, H, W) in [0, 1]; k: picks to draw (the model's K when None).
 
-    Returns: an ``ipywidgets.interactive`` with, in order, ``children[0]`` "scales" (``IntSlider`` 1-5),
-    ``children[1]`` "range (px)" (``FloatRangeSlider``), ``children[2]`` "window" (odd ``IntSlider``),
-    ``children[3]`` "strength" (``FloatSlider``), then the ``Output`` showing the figure as a PNG;
-    ``.result`` holds the current Figure. Starts at the
-    model's own scales' range and softmax settings.
+    Returns: a :func:`~mistlib.viz.widgets.figure_widget` with, in order, ``children[0]`` "scales"
+    (``SelectionSlider`` 1-5), ``children[1]`` "range (px)" (``FloatRangeSlider``), ``children[2]`` "window"
+    (odd ``IntSlider``), ``children[3]`` "strength" (``FloatSlider``), then the picture (``.picture``, one
+    frame per number of scales); ``.result`` holds the current Figure. Starts at the model's own scales'
+    range and softmax settings.
 
     Example:
         >>> from mistlib.model import MISTConfig
@@ -284,7 +287,10 @@ def scales_widget(model: MIST, image: torch.Tensor, k: int | None = None):
     low, high = float(config.scales[0]), float(config.scales[-1])
     return figure_widget(
         draw,
-        num_scales=widgets.IntSlider(value=len(config.scales), min=1, max=5, description="scales"),
+        live_only=("scale_range", "window", "strength"),
+        num_scales=widgets.SelectionSlider(
+            options=[1, 2, 3, 4, 5], value=len(config.scales), description="scales"
+        ),
         scale_range=widgets.FloatRangeSlider(
             value=(low, high), min=max(2.0, low / 2), max=2 * high, step=0.5, description="range (px)"
         ),

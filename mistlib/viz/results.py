@@ -28,7 +28,7 @@ from mistlib.viz.compute import (  # noqa: F401 (chapter 8 imports them from her
 from mistlib.viz.draw import BOX_COLOR, draw_boxes, draw_image, draw_windows
 from mistlib.viz.matching import correct_detections, localisation_errors
 from mistlib.viz.result_tables import results_table, row_budget, show_table  # noqa: F401 (for chapter 7)
-from mistlib.viz.widgets import png_bytes
+from mistlib.viz.widgets import figure_widget
 
 RIGHT_COLOR = "#2ca02c"  # a detection matched at IoU >= 0.5 (and, for Fig. 6, with the right label)
 WRONG_COLOR = "#d62728"  # a false detection, or a wrong label
@@ -133,21 +133,26 @@ def show_method(
     return show_detections(images[index], out.keypoints[0], reconstruction, gt, title)
 
 
-def results_widget(models: Mapping[str, nn.Module], images: torch.Tensor, boxes: torch.Tensor | None = None):
+def results_widget(
+    models: Mapping[str, nn.Module], images: torch.Tensor, boxes: torch.Tensor | None = None, dpi: float = 90
+):
     """Pick a test image and a method; see its detections and reconstruction (:func:`show_method`).
 
-    Returns an ``ipywidgets.VBox`` of three children: the image slider, the method dropdown and an
-    ``ipywidgets.Image`` holding the current figure as PNG; ``.result`` is that Figure. Changing a control
-    redraws both. (An image widget rather than an output area: its state is saved in the notebook, so the
-    figure also shows where no kernel runs, and no output leaks into the cell.)
+    The figure of every image and method is precomputed (``N x len(models)`` frames at ``dpi``), so the
+    controls work on a static page too; with a kernel, each change also reruns the model on that image.
+
+    Returns: a :func:`~mistlib.viz.widgets.figure_widget` whose children are the image slider (an
+    ``IntSlider`` from 0), the method dropdown, the picture (``.picture``) and the output area for errors;
+    ``.result`` is the current Figure.
 
     Example:
         >>> from mistlib.baselines import GridMIST
         >>> from mistlib.model import MISTConfig
+        >>> from mistlib.viz.widgets import selected_frame
         >>> grid = GridMIST(MISTConfig(image_size=32, k=4, task_width=2)).eval()
-        >>> widget = results_widget({"grid": grid}, torch.rand(3, 1, 32, 32))
+        >>> widget = results_widget({"grid": grid}, torch.rand(3, 1, 32, 32), dpi=30)
         >>> widget.children[0].value = 1
-        >>> widget.result.get_suptitle().split(",")[0], bytes(widget.children[2].value[1:4])
+        >>> widget.result.get_suptitle().split(",")[0], bytes(selected_frame(widget.picture).value[1:4])
         ('grid: test image 1', b'PNG')
     """
     import ipywidgets as widgets
@@ -157,18 +162,11 @@ def results_widget(models: Mapping[str, nn.Module], images: torch.Tensor, boxes:
     method = widgets.Dropdown(
         options=names, value="mist" if "mist" in names else names[0], description="method"
     )
-    picture = widgets.Image(format="png")
-    box = widgets.VBox([index, method, picture])
 
-    def redraw(_change=None) -> None:
-        fig = show_method(models, images, index.value, method.value, boxes)
-        picture.value = png_bytes(fig)
-        box.result = fig
+    def draw(index: int, method: str) -> Figure:
+        return show_method(models, images, index, method, boxes)
 
-    index.observe(redraw, names="value")
-    method.observe(redraw, names="value")
-    redraw()
-    return box
+    return figure_widget(draw, dpi, index=index, method=method)
 
 
 def compare_methods(

@@ -195,9 +195,9 @@ def reconstruction_widget(model: MIST, image: torch.Tensor):
     Args:
         model: a MIST model of the reconstruction task; image: (C, H, W) in [0, 1].
 
-    Returns: an ``ipywidgets.interactive`` whose ``children[0]`` is the ``IntSlider`` "placed" (0..K,
-    starting at K) and ``children[1]`` the ``Output`` showing the figure as a PNG; ``.result`` holds the
-    current Figure.
+    Returns: a :func:`~mistlib.viz.widgets.figure_widget` whose ``children[0]`` is the ``IntSlider``
+    "placed" (0..K, starting at K) and ``children[1]`` (``.picture``) the figure for every count,
+    precomputed, so that the slider works on a static page too; ``.result`` holds the current Figure.
 
     Example:
         >>> from mistlib.model import MISTConfig

@@ -10,7 +10,6 @@ gradient support, methods compared, loss curves) live in :mod:`mistlib.viz.compa
 
 from __future__ import annotations
 
-import traceback
 from collections.abc import Mapping, Sequence
 
 import torch
@@ -25,7 +24,7 @@ from mistlib.viz.comparisons import (  # noqa: F401 (chapter 6 imports them from
 )
 from mistlib.viz.curves import plot_losses  # noqa: F401 (chapter 6 imports it from here)
 from mistlib.viz.draw import AFTER_COLOR, BEFORE_COLOR, draw_heatmap, draw_image, draw_keypoints, draw_moves
-from mistlib.viz.widgets import png_outputs
+from mistlib.viz.widgets import figure_widget
 
 ACTIVE_COLOR = "#2ca02c"  # frame of the panels a stage works on
 STAGES = {1: "task update", 2: "keypoint refinement", 3: "heatmap regression"}
@@ -188,6 +187,18 @@ def _title_parts(snapshot: Mapping[str, torch.Tensor], stage: int, image: int, s
     return parts
 
 
+def evenly_spaced(count: int, wanted: int, keep: int | None = None) -> list[int]:
+    """``wanted`` indices of ``range(count)`` spread evenly, the first and last included, plus ``keep``.
+
+    Example:
+        >>> evenly_spaced(61, 5), evenly_spaced(3, 5), evenly_spaced(61, 3, keep=7)
+        ([0, 15, 30, 45, 60], [0, 1, 2], [0, 7, 30, 60])
+    """
+    wanted = max(1, min(wanted, count))
+    chosen = {round(i * (count - 1) / max(wanted - 1, 1)) for i in range(wanted)}
+    return sorted(chosen | ({keep} if keep is not None else set()))
+
+
 def training_scrubber_widget(
     log,
     scales: Sequence[float] = DEFAULT_SCALES,
@@ -195,47 +206,56 @@ def training_scrubber_widget(
     warmup_steps: int = 0,
     start: int | None = None,
     size: float = 2.4,
-    dpi: int = 90,
+    dpi: int = 72,
+    snapshots: int = 16,
 ):
     """A scrubber over a :class:`~mistlib.traininglog.TrainingLog`: pick a snapshot, a stage, a probe image.
 
-    Returns an ``ipywidgets.VBox`` whose children are, in this order: ``step`` (an ``IntSlider`` over the
-    snapshot index; the figure's title shows the real training step), ``stage`` (toggle buttons 1: task
-    update, 2: keypoint refinement, 3: heatmap regression), ``image`` (a dropdown of the probe images) and an
-    ``ipywidgets.Output`` that holds the figure as a PNG. Every change of a control redraws
-    :func:`show_lifting_stage` of that snapshot into the output (its ``outputs`` are replaced, which works
-    with or without a running kernel); the box keeps the last Figure in ``.result``.
+    Offers ``snapshots`` of the log's snapshots, evenly spaced (first and last included), and precomputes
+    :func:`show_lifting_stage` for every snapshot, stage and probe image offered, so that every control
+    works on a static page too; with a kernel, each change also redraws the figure.
 
     Args:
         log: a TrainingLog with at least one snapshot.
         scales, sigma: the model's scale space and the trainer's ``target_sigma`` (for ``h_bar``).
         warmup_steps: the trainer's ``warmup_steps``: snapshots taken before it are marked as warm-up.
-        start: the snapshot shown first (default: the middle one, so the slider can move either way).
+        start: the index of the snapshot shown first (offered even if not evenly spaced; default: the
+            middle offered one, so the slider can move either way).
         size: side of one panel in inches; dpi: resolution of the picture.
+        snapshots: how many snapshots to offer (all of them if the log holds fewer).
+
+    Returns: a :func:`~mistlib.viz.widgets.figure_widget` whose children are, in this order: ``step`` (a
+    ``SelectionSlider`` over the offered snapshots, its value the snapshot's index in the log, its labels
+    the real training steps), ``stage`` (toggle buttons 1: task update, 2: keypoint refinement, 3: heatmap
+    regression), ``image`` (a dropdown of the probe images), the picture (``.picture``: snapshots x 3 x
+    images frames) and the output area for errors; ``.result`` holds the last Figure.
 
     Example:
         >>> from mistlib.traininglog import TrainingLog
         >>> log = TrainingLog()
-        >>> for step in (0, 50):
+        >>> for step in (0, 50, 100):
         ...     log.record(step, {"image": torch.rand(1, 1, 20, 20), "heatmap": torch.rand(1, 3, 20, 20),
         ...                       "keypoints": torch.rand(1, 2, 3) * 10 + 5,
         ...                       "refined": torch.rand(1, 2, 3) * 10 + 5,
         ...                       "output": torch.rand(1, 1, 20, 20)})
-        >>> widget = training_scrubber_widget(log)
-        >>> [child.description for child in widget.children[:3]], widget.children[0].max
-        (['step', 'stage', 'image'], 1)
-        >>> first = widget.children[3].outputs[0]["data"]["image/png"]  # base64 PNG
+        >>> widget = training_scrubber_widget(log, snapshots=2, dpi=30)
+        >>> [child.description for child in widget.children[:3]], widget.children[0].options
+        (['step', 'stage', 'image'], (('0', 0), ('100', 2)))
         >>> widget.children[0].value = 0
-        >>> widget.result.get_suptitle(), widget.children[3].outputs[0]["data"]["image/png"] != first
-        ('step 0 · stage 1: task update', True)
+        >>> widget.result.get_suptitle()
+        'step 0 · stage 1: task update'
     """
     import ipywidgets as widgets
 
     if len(log) == 0:
         raise ValueError("the training log holds no snapshot")
     count = log.snapshots[0]["image"].shape[0]
-    first = len(log) // 2 if start is None else start
-    step = widgets.IntSlider(value=first, min=0, max=len(log) - 1, description="step")
+    offered = evenly_spaced(len(log), snapshots, start)
+    step = widgets.SelectionSlider(
+        options=[(str(log.steps[index]), index) for index in offered],
+        value=offered[len(offered) // 2] if start is None else start,
+        description="step",
+    )
     stage = widgets.ToggleButtons(
         options=[(f"{number}: {name}", number) for number, name in STAGES.items()],
         value=1,
@@ -245,30 +265,10 @@ def training_scrubber_widget(
     # lay the label and the buttons out in one row like the other controls (ToggleButtons lacks the class)
     stage.add_class("widget-inline-hbox")
     image = widgets.Dropdown(options=list(range(count)), value=0, description="image")
-    out = widgets.Output()
-    box = widgets.VBox([step, stage, image, out])
 
-    def redraw(_change=None) -> None:
-        real_step = log.steps[step.value]
-        text = f"<lifting snapshot: step {real_step}, stage {stage.value}, image {image.value}>"
-        try:
-            fig = show_lifting_stage(
-                log.snapshot(step.value),
-                stage.value,
-                image.value,
-                scales,
-                sigma,
-                real_step,
-                real_step < warmup_steps,
-                size,
-            )
-            out.outputs = png_outputs(fig, dpi, text)
-        except Exception:
-            out.outputs = ({"output_type": "stream", "name": "stderr", "text": traceback.format_exc()},)
-            raise
-        box.result = fig
+    def draw(step: int, stage: int, image: int) -> Figure:
+        real_step = log.steps[step]
+        warmup = real_step < warmup_steps
+        return show_lifting_stage(log.snapshot(step), stage, image, scales, sigma, real_step, warmup, size)
 
-    for control in (step, stage, image):
-        control.observe(redraw, names="value")
-    redraw()
-    return box
+    return figure_widget(draw, dpi, step=step, stage=stage, image=image)
