@@ -13,7 +13,7 @@ import torch
 from mistlib.checkpoint import CheckpointError
 from mistlib.cli import main
 from mistlib.experiments import Experiment, load_model, pretrained, recipe
-from mistlib.tables import render, reproduce
+from mistlib.tables import load_references, render, reproduce
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -123,7 +123,10 @@ def test_reproduce_writes_both_numbers_and_provenance(tmp_path):
     assert "84.6%" in table and "--steps 1" in table  # the paper's number and the command
     data = json.loads((tmp_path / "results" / "table2.json").read_text())
     assert data["rows"][0]["ours"]["iou50"] is not None and data["rows"][0]["steps"] == 1
-    assert render("table2", rows) == table
+    references = load_references("table2", tmp_path / "results")
+    assert [(r.data, r.method, r.steps) for r in references] == [("mnist-hard", "untrained", 0)]
+    assert 0 <= references[0].ours["classification"] <= 1
+    assert render("table2", rows + references) == table
 
 
 def test_python_dash_m_entry_point_prints_help():
@@ -187,3 +190,19 @@ def test_initial_heatmap_copies_eta_and_names_bad_sources(tmp_path):
     wider = build_model(Experiment(method="mist", model=dataclasses.replace(tiny, heatmap_channels=8)))
     with pytest.raises(CheckpointError, match="another heatmap network"):
         initial_heatmap(wider, str(tmp_path / "source.pt"))
+
+
+def test_reference_rows_score_an_untrained_model_and_a_blank_image():
+    from mistlib.evaluation import TEST_SEED
+    from mistlib.experiments import make_dataset
+    from mistlib.tables import reference_rows
+
+    rows = reference_rows("table1", eval_size=4, budget="cpu")
+    assert [(r.data, r.method) for r in rows] == [
+        (data, method) for data in ("mnist-easy", "mnist-hard", "gabor") for method in ("untrained", "blank")
+    ]
+    gabor = recipe("reconstruct", "gabor", "mist", budget="cpu")
+    images = make_dataset(gabor, "test", 4, seed=TEST_SEED).images
+    blank = ((images - 0.5) ** 2).mean().sqrt().item()  # Gabor noise sits on a grey background
+    assert rows[-1].ours["rmse"] == pytest.approx(blank, rel=1e-6)
+    assert all(r.steps == 0 and r.command == "" and r.paper == {} for r in rows)
