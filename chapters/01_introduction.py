@@ -62,7 +62,7 @@ device = "cpu"  # "cuda" runs the model on a GPU
 # *quasi-unsupervised* (§3).
 
 # %%
-test = MNISTHard(split="test", size=8, seed=1)  # fresh test images, generated from a fixed seed
+test = MNISTHard(split="test", size=16, seed=1)  # fresh test images, generated from a fixed seed
 batch = collate([test[i] for i in range(8)])
 fig = show_samples(batch, ncols=8, size=1.6)
 fig

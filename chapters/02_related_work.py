@@ -76,7 +76,7 @@ from mistlib.viz.pipeline import (
 torch.manual_seed(0)
 device = "cpu"  # "cuda" runs the models on a GPU
 
-test = MNISTHard(split="test", size=4, seed=1)
+test = MNISTHard(split="test", size=16, seed=1)
 item = test[0]
 image, boxes, labels, centers = item["image"], item["boxes"], item["labels"], item["centers"]
 print("image:", tuple(image.shape), " instances:", len(boxes), " labels:", labels.tolist())

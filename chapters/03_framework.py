@@ -101,7 +101,7 @@ assert n_heatmap + n_task == sum(p.numel() for p in model.parameters())  # nothi
 # **The image $I$.** One test image from a fixed seed, as a batch of one: `(B, C, H, W)`.
 
 # %%
-test = MNISTHard(split="test", size=4, seed=1)
+test = MNISTHard(split="test", size=16, seed=1)
 images = test.images[:1].to(device)  # (B, C, H, W)
 low, high = float(images.min()), float(images.max())
 print("I:", tuple(images.shape), images.dtype, f"values in [{low:.0f}, {high:.0f}]")
@@ -263,8 +263,8 @@ print("K = 3 keeps the first three picks:", [[round(v, 1) for v in row] for row 
 # %% [markdown]
 # ## Exercises
 #
-# 1. Feed the pipeline a batch of all four test images (`test.images`). Which shapes change, and which
-#    asserts of §3.2 would you have to edit?
+# 1. Feed the pipeline a batch of the first four test images (`test.images[:4]`). Which shapes change, and
+#    which asserts of §3.2 would you have to edit?
 #
 # <details><summary>Solution</summary>
 #

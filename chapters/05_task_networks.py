@@ -72,7 +72,7 @@ device = "cpu"  # "cuda" runs the networks on a GPU
 
 autoencoder, ae_experiment, _ = pretrained("reconstruct-mnist-hard-mist", device=device)
 classifier, cl_experiment, _ = pretrained("classify-mnist-hard-mist", device=device)
-test = MNISTHard(split="test", size=4, seed=1)  # fresh test images, never seen in training
+test = MNISTHard(split="test", size=16, seed=1)  # fresh test images, never seen in training
 image = test.images[0]  # (C, H, W) = (1, 80, 80)
 images = image[None].to(device)  # (B, C, H, W) with B = 1
 labels = test.labels[:1]  # (B, L): the digits in the image, -1 marks padding
