@@ -8,11 +8,11 @@ The top-K extractor ``E_K`` has no useful gradient, so the keypoints it selects 
 3. ``h_bar = E_K^{-1}(x*)``; one optimiser step on the heatmap network ``eta`` with
    ``L_lift = ||h_bar - H_eta(I)||^2`` (eq. 14).
 
-Stage 2 takes, by default, gradient steps scaled by the batch's RMS gradient (``refine_optimizer="scaled"``):
-a typical keypoint moves ``refine_step`` pixels per iteration and one without signal stays put. Adam,
-restarted per batch (``"adam"``), moves every coordinate by the full step whatever its gradient, which
-research/README.md measured to push keypoints off the digits. The authors' code uses plain SGD on
-normalised coordinates with 2 iterations.
+Stage 2 (:mod:`mistlib.refine`) takes, by default, gradient steps scaled by the batch's RMS gradient
+(``refine_optimizer="scaled"``): a typical keypoint moves ``refine_step`` pixels per iteration and one
+without signal stays put; ``"adam"`` moves every coordinate by the full step whatever its gradient;
+``"search"`` tries small moves and keeps the one that lowers ``L_task``. The authors' code uses plain SGD
+on normalised coordinates with 2 iterations.
 """
 
 from __future__ import annotations
