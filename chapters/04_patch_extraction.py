@@ -38,15 +38,8 @@
 # ## Setup
 #
 # Everything runs on the CPU with a fixed seed and fixed test images, so the printed numbers are the same on
-# every run. The checkpoint was trained with the short CPU recipe (`--budget cpu`: a slimmer heatmap
-# network and a few hundred steps), so its heatmaps are noisier than those of the paper. To retrain it with
-# the full recipe on a GPU:
-#
-# ```
-# python -m mistlib train --task reconstruct --data mnist-hard --method mist --budget gpu --device cuda
-# ```
-#
-# and pass `device="cuda"` below to run the chapter there (the figures will then differ slightly).
+# every run; `device="cuda"` below runs the chapter on a GPU (the figures then differ slightly). The model
+# is the book's MNIST-hard reconstruction model (chapter 1 shows how it was trained).
 
 # %%
 # %matplotlib inline
@@ -303,13 +296,13 @@ assert close_pairs(top20[0], config.nms // 2) == 0
 # How soft is the suppression? The local softmax can only separate peaks as well as the raw scores do. Where
 # the scores around a peak differ from it by much less than $1/\beta$, its neighbours keep a good share of
 # the window's mass, and with it a chance to be picked ahead of a weaker digit elsewhere. A briefly trained
-# network, such as the CPU checkpoint used here, produces such low-contrast peaks; the last lines printed
+# network, such as the compact model used here, produces such low-contrast peaks; the last lines printed
 # above count the pairs of top-20 picks that lie within half a window of each other. Training makes it
 # worse: lifting (chapter 6) teaches the network to answer every keypoint with a peak, and a peak it has
 # learned is a few pixels wide, so with the softmax alone the pixels around the strongest digit outrank
-# every other digit and several of the K picks land on one object. Our first CPU models did exactly
-# that (`research/README.md` §8), and the hard suppression before the top-K is what stops it: a
-# neighbouring pixel is never a local maximum. The strength control of §4.5 lets you sharpen or flatten
+# every other digit and several of the K picks land on one object. Without the hard suppression before the
+# top-K our trained models did exactly that (appendix chapter 9); with it, a neighbouring pixel is never a
+# local maximum. The strength control of §4.5 lets you sharpen or flatten
 # the peaks and watch the plain top-K picks spread out or crowd together.
 
 # %% [markdown]

@@ -37,16 +37,9 @@
 # %% [markdown]
 # ## Setup
 #
-# CPU, fixed seed, fixed test images, so every printed number repeats run after run. Both checkpoints were
-# trained with the short CPU recipe (`--budget cpu`), so the reconstructions and class predictions below are
-# much rougher than the paper's. The full recipe runs on a GPU with
-#
-# ```
-# python -m mistlib train --task reconstruct --data mnist-hard --method mist --budget gpu --device cuda
-# python -m mistlib train --task classify --data mnist-hard --method mist --budget gpu --device cuda
-# ```
-#
-# and `device="cuda"` below runs this chapter on the GPU.
+# CPU, fixed seed, fixed test images, so every printed number repeats run after run; `device="cuda"` below
+# runs this chapter on a GPU. The two models are the book's MNIST-hard reconstruction and classification
+# models; chapter 7 measures them against the paper's tables.
 
 # %%
 # %matplotlib inline
