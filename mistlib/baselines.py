@@ -80,11 +80,13 @@ class ChannelwiseMIST(MIST):
 
     The trunk is the heatmap network of §4 run at one scale (factor 1), with a last 1x1 convolution to
     K channels instead of 1 (as in Zhang et al.). Channel k gives keypoint k at the expected position
-    of a spatial softmax over that channel; every patch has the fixed side ``reference_size``. All of it is
+    of a spatial softmax over that channel; every patch has the fixed side :attr:`window`, the middle scale
+    of the scale space (the typical object size: 20 px on MNIST; independent of the heatmap's resolution,
+    which ``reference_size`` sets). All of it is
     differentiable, so the method trains end to end through the sampler.
 
     images (B, C, H, W) -> :class:`~mistlib.model.MISTOutput` whose ``heatmap`` holds the K softmax maps
-    (B, K, H, W) and whose keypoints (B, K, 3) all have ``s = reference_size``.
+    (B, K, H, W) and whose keypoints (B, K, 3) all have ``s = window``.
 
     Example:
         >>> config = MISTConfig(image_size=32, k=4, scales=(8.0, 12.0), reference_size=8.0,
@@ -100,6 +102,12 @@ class ChannelwiseMIST(MIST):
         self.heatmap_net = HeatmapNet(dataclasses.replace(cfg.heatmap_config(), scales=(cfg.reference_size,)))
         self.heatmap_net.head = nn.Conv2d(cfg.heatmap_channels, cfg.k, kernel_size=1)
 
+    @property
+    def window(self) -> float:
+        """The side of every window in pixels: the middle of the sorted scales (the lower of two middles)."""
+        scales = sorted(self.config.scales)
+        return float(scales[(len(scales) - 1) // 2])
+
     def extract(self, images: torch.Tensor, k: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         if k is not None and k != self.config.k:
             raise ValueError(f"the channel-wise model has exactly k={self.config.k} channels, got k={k}")
@@ -110,7 +118,7 @@ class ChannelwiseMIST(MIST):
         xs = torch.arange(width, device=images.device, dtype=images.dtype)
         x = (weights.sum(2) * xs).sum(-1)  # (B, K) expected column
         y = (weights.sum(3) * ys).sum(-1)  # (B, K) expected row
-        s = torch.full_like(x, self.config.reference_size)
+        s = torch.full_like(x, self.window)
         return weights, torch.stack([x, y, s], dim=-1)  # (B, K, H, W), (B, K, 3)
 
 
