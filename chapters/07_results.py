@@ -158,14 +158,14 @@ fig
 # land on the digits, and each window's decoded patch is placed back where it came from.
 #
 # The next cell checks those structural facts on the shown images (they hold for any training length):
-# the grid's keypoints do not depend on the image, the channel-wise windows all have the fixed side
-# `reference_size`, and MIST's scales lie in its scale space.
+# the grid's keypoints do not depend on the image, the channel-wise windows all have one fixed side
+# (the middle scale, `ChannelwiseMIST.window`), and MIST's scales lie in its scale space.
 
 # %%
 with torch.no_grad():
     keypoints = {m: hard_models[m](hard[0][:4]).keypoints for m in methods}
 assert torch.equal(keypoints["grid"][0], keypoints["grid"][3])
-side = hard_models["channelwise"].config.reference_size
+side = hard_models["channelwise"].window  # every window has the middle scale
 assert keypoints["channelwise"][..., 2].unique().tolist() == [side]
 scales, s = hard_models["mist"].config.scales, keypoints["mist"][..., 2]
 assert bool(((s >= scales[0]) & (s <= scales[-1])).all())
