@@ -79,7 +79,7 @@ class Experiment:
     model: MISTConfig = field(default_factory=MISTConfig)
     train: dict = field(default_factory=dict)  # overrides of the trainer config (steps, lr, ...)
     preset: str | None = None  # model size of mistlib.presets applied by recipe(); None: the budget's own
-    init_heatmap: str | None = None  # start eta from this trained model's (a checkpoint name or path)
+    init_heatmap: str | None = None  # start eta from this trained model's heatmap net (a name or a .pt path)
 
     def __post_init__(self) -> None:
         for name, value, allowed in (

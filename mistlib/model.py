@@ -200,8 +200,9 @@ class MIST(nn.Module):
     ) -> None:
         super().__init__()
         self.config = config or MISTConfig()
-        self.heatmap_net = heatmap_net or HeatmapNet(self.config.heatmap_config())
-        self.task = task or build_task(self.config)
+        # `is None`, not `or`: a module with __len__ (an nn.Sequential) can be falsy
+        self.heatmap_net = HeatmapNet(self.config.heatmap_config()) if heatmap_net is None else heatmap_net
+        self.task = build_task(self.config) if task is None else task
         if self.task.name != self.config.task:
             raise ValueError(f"task {self.task.name!r} does not match config.task {self.config.task!r}")
 

@@ -147,3 +147,15 @@ def test_background_canvas_generalises_eq_6():
     plain.load_state_dict(model.state_dict())
     recon = plain.run_task(images, keypoints).reconstruction.detach()
     assert recon[0, 0, 0, 0].item() == 0 and recon[0, 0, 40, 40].item() == pytest.approx(0.5)
+
+
+def test_a_given_heatmap_network_is_used_even_when_falsy():
+    """An nn.Sequential with no layers has len 0 and is falsy; passing it must still replace H_eta."""
+    from torch import nn
+
+    empty = nn.Sequential()
+    assert not empty
+    assert (
+        MIST(MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=2), heatmap_net=empty).heatmap_net
+        is empty
+    )
