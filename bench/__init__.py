@@ -1,6 +1,5 @@
-"""Benchmarks of the lifting step of Algorithm 1: fp32 eager vs its speed switches, and the two presets.
+"""Benchmarks of the lifting step of Algorithm 1: the old step (a frozen copy, ``bench/frozen_step.py``)
+against the ``paper`` and ``compact`` presets and compact's speed switches, inference, time to quality.
 
-Run ``python -m bench.run --help`` (the step and its switches, inference, time to quality) or
-``python -m bench.presets`` (the paper and compact presets); results go to ``bench/results/`` and are
-tabulated in ``bench/README.md``.
+Run ``python -m bench.run --help``; results go to ``bench/results/`` and are tabulated in ``bench/README.md``.
 """
