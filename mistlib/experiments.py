@@ -35,20 +35,18 @@ class Method:
         model: the model class, built from a :class:`~mistlib.model.MISTConfig`.
         trainer: the trainer class, built as ``trainer(model, task, config)``.
         config: the trainer's config class.
-        model_settings: ``MISTConfig`` fields the method's recipe sets (every budget).
         train_settings: trainer settings of the full (``gpu``) recipe.
         cpu_settings: trainer settings the ``cpu`` budget adds.
         cpu_steps: steps of the ``cpu`` budget per dataset.
 
     Example:
-        >>> METHODS["grid"].trainer.__name__, METHODS["mist"].model_settings
-        ('EndToEndTrainer', {'nms': 5})
+        >>> METHODS["grid"].trainer.__name__, METHODS["mist"].cpu_steps["gabor"]
+        ('EndToEndTrainer', 1200)
     """
 
     model: type[MIST]
     trainer: type[Trainer]
     config: type
-    model_settings: dict = field(default_factory=dict)
     train_settings: dict = field(default_factory=dict)
     cpu_settings: dict = field(default_factory=dict)
     cpu_steps: dict = field(default_factory=lambda: {"mnist-hard": 3000, "mnist-easy": 3000, "gabor": 3000})
@@ -109,13 +107,11 @@ class Experiment:
 
 
 BUDGETS = ("gpu", "cpu")
-NMS = {"nms": 5}  # research/README.md §8: without non-maximum suppression a broad peak wins all K places
 METHODS: dict[str, Method] = {
     "mist": Method(
         MIST,
         LiftingTrainer,
         LiftingConfig,
-        model_settings=NMS,
         # research/README.md: the auto-encoder must first learn to encode windows (per-patch loss; on MNIST
         # the heatmap's own picks), or stage 2 pushes keypoints off the ink; then small, proportional steps
         train_settings={
@@ -137,7 +133,7 @@ METHODS: dict[str, Method] = {
     ),
     "grid": Method(GridMIST, EndToEndTrainer, EndToEndConfig),
     "channelwise": Method(ChannelwiseMIST, EndToEndTrainer, EndToEndConfig),
-    "naive": Method(MIST, EndToEndTrainer, EndToEndConfig, model_settings=NMS),
+    "naive": Method(MIST, EndToEndTrainer, EndToEndConfig),
 }
 
 
@@ -165,7 +161,7 @@ def recipe(
         ('compact', 3000, 'search', 'reconstruct-mnist-hard-mist')
         >>> small.model.composite, small.train["warmup_windows"], small.model.nms
         ('max', 'heatmap', 5)
-        >>> recipe("classify", "mnist-hard", "mist").model.composite  # only MNIST reconstruction changes
+        >>> recipe("reconstruct", "gabor", "grid").model.composite  # impulses on grey add up (eq. 6)
         'sum'
         >>> compact = recipe("reconstruct", "mnist-hard", "mist", budget="cpu", preset="compact")
         >>> compact.name, compact.model.task_network, compact.model.reference_size, compact.model.nms
@@ -178,16 +174,15 @@ def recipe(
     if data == "gabor":
         gabor = GaborConfig()
         model = dataclasses.replace(
-            model, k=gabor.num_impulses, scales=gabor_scales(gabor), background=gabor.background
+            model,
+            k=gabor.num_impulses,
+            scales=gabor_scales(gabor),
+            background=gabor.background,
+            composite="sum",  # impulses add onto a grey background: eq. (6) as written
         )
-    elif mnist_reconstruction:
-        # research/README.md §6: with eq. (6)'s sum, stage 2 pushes overlapping windows apart and off the
-        # ink; our scenes are composited by a pixelwise max, and so is their reconstruction (every method)
-        model = dataclasses.replace(model, composite="max")
     if method not in METHODS:
         raise ValueError(f"method must be one of {', '.join(METHODS)}; got {method!r}")
     chosen = METHODS[method]
-    model = dataclasses.replace(model, **chosen.model_settings)
     train = {"steps": 6000, "batch_size": 32, **chosen.train_settings}
     if "warmup_steps" in train and mnist_reconstruction:
         train.update(warmup_windows="heatmap")

@@ -61,8 +61,10 @@ class MISTConfig:
     task_code: int = 64  # latent size of the compact task networks (the §8 ones: 16 * task_width)
     num_classes: int = 10  # classes of the classification task (digits)
     background: float = 0.0  # image value where no instance is; eq. (6) places patches on this canvas
-    composite: str = "sum"  # how placed patches combine: "sum" (eq. 6) or "max" (our variant, background 0)
-    nms: int = 1  # window of E_K's non-maximum suppression before top-K (authors' code: 5); 1 for none
+    # how placed patches combine: "max" (pixelwise, as our scenes are drawn; needs background 0) or "sum"
+    # (eq. 6, e.g. Gabor noise on a grey background); research/README.md §6
+    composite: str = "max"
+    nms: int = 5  # window of E_K's non-maximum suppression before top-K (authors' code: 5); 1 for none
 
     def __post_init__(self) -> None:
         if self.task not in ("reconstruct", "classify"):

@@ -32,9 +32,11 @@ def test_recipes_fit_their_data():
     hard = recipe("classify", "mnist-hard", "channelwise", seed=3)
     assert (hard.name, hard.seed, hard.model.task) == ("classify-mnist-hard-channelwise", 3, "classify")
     assert type(recipe("reconstruct", "mnist-hard", "mist").trainer_config()).__name__ == "LiftingConfig"
-    # top-K methods suppress non-maxima (5 x 5, as the authors' code); grid and channel-wise have no top-K
-    nms = {method: recipe("reconstruct", "gabor", method).model.nms for method in ("mist", "naive", "grid")}
-    assert nms == {"mist": 5, "naive": 5, "grid": 1}
+    # top-K methods suppress non-maxima (5 x 5, as the authors' code: the default); Gabor impulses add up
+    nms = {method: recipe("reconstruct", "gabor", method).model.nms for method in ("mist", "naive")}
+    assert nms == {"mist": 5, "naive": 5}
+    assert recipe("reconstruct", "gabor", "mist").model.composite == "sum"
+    assert recipe("reconstruct", "mnist-easy", "grid").model.composite == "max"
 
 
 def test_cpu_budget_is_smaller_but_the_same_method():

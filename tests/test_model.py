@@ -133,7 +133,7 @@ def test_background_canvas_generalises_eq_6():
     """With background b, a patch equal to b everywhere adds nothing; with b = 0 it is the plain sum."""
     images = torch.full((1, 1, 80, 80), 0.5)
     keypoints = torch.tensor([[[40.0, 40.0, 20.0]]])
-    model = MIST(MISTConfig(k=1, background=0.5))
+    model = MIST(MISTConfig(k=1, background=0.5, composite="sum"))
     with torch.no_grad():
         for module in model.task_net.modules():  # make the auto-encoder output exactly 0.5
             if isinstance(module, torch.nn.Conv2d | torch.nn.ConvTranspose2d):

@@ -195,7 +195,7 @@ def test_topk_widget_draws_exactly_k_windows_and_patches(model, image):
         fig = widget.result
         assert fig.get_suptitle() == f"K = {k}"
         assert len(rectangles(fig.axes[0])) == k and len(fig.axes) == 1 + k
-        keypoints = topk_extract(heatmap, k, model.scales)
+        keypoints = topk_extract(heatmap, k, model.scales, model.config.nms)
         patches = sample_patches(image[None], keypoints, model.config.patch_size)[0]
         torch.testing.assert_close(shown(fig.axes[k]), patches[k - 1, 0].clamp(0, 1))
         windows = [(r.get_x(), r.get_y()) for r in rectangles(fig.axes[0])]

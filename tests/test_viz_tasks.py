@@ -26,8 +26,16 @@ from mistlib.viz.widgets import frames, selected_frame
 
 
 def tiny_config(**changes) -> MISTConfig:
-    base = {"image_size": 32, "k": 3, "scales": (8.0, 12.0), "reference_size": 8.0, "heatmap_channels": 4,
-            "heatmap_blocks": 1, "task_width": 2}  # fmt: skip
+    base = {
+        "image_size": 32,
+        "k": 3,
+        "scales": (8.0, 12.0),
+        "reference_size": 8.0,
+        "heatmap_channels": 4,
+        "heatmap_blocks": 1,
+        "task_width": 2,
+        "composite": "sum",
+    }  # fmt: skip; eq. (6), max tested below
     return MISTConfig(**{**base, **changes})
 
 
