@@ -173,8 +173,8 @@ print({m: tuple(k.shape) for m, k in keypoints.items()})
 
 # %% [markdown]
 # MNIST easy is the gentler case: the nine digits sit, sorted, on a perturbed 3 x 3 grid, so a fixed grid
-# of windows is nearly the right answer and every method should do well (the paper's three numbers are
-# within 0.004 of each other).
+# of windows is nearly the right answer and every method should do well (the paper's RMSEs for MNIST easy,
+# in the table below, are close to each other).
 
 # %%
 easy_models = {m: pretrained(f"reconstruct-mnist-easy-{m}", device=device)[0] for m in methods}

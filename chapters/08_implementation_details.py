@@ -419,9 +419,9 @@ for extra in (
 #
 # <details><summary>Solution</summary>
 #
-# The timing cell prints the estimate: the `gpu` line's step times, scaled from batch 8 to 32, times
-# 1,500 warm-up and 4,500 lifting steps — many hours on a 2-core machine. Most of the saving of the CPU
-# budget comes from far fewer steps (hundreds instead of 6,000) and from the slim heatmap network, whose
-# forward pass costs about an eighth of the default's (§8.6); the smaller batch and the fewer refinement
-# iterations make each step cheaper still.
+# The timing cell prints the estimate: the `gpu` line's step times, scaled from batch 8 to the recipe's
+# batch, times its warm-up and lifting steps (the hyper-parameter table of §8.5) — many hours on a
+# 2-core machine. Most of the saving of the CPU budget comes from the compact networks (compare the two
+# "MIST forward" lines of §8.6: the heatmap network runs at 0.4 × the resolution and the task network is
+# strided), the rest from half the steps; the batch is the same.
 # </details>

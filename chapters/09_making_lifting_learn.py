@@ -41,7 +41,7 @@
 # %matplotlib inline
 from pathlib import Path
 
-from mistlib.evaluation import read_curve
+from mistlib.evaluation import best_and_last, read_curve
 from mistlib.experiments import pretrained
 from mistlib.viz.curves import plot_curves
 
@@ -84,14 +84,7 @@ print(f"every run warms the task network up for {warmup} steps; lifting starts a
 fig = plot_curves({"base (gradient steps)": curves["base"]}, reference=untrained, start=warmup)
 fig
 
-
 # %%
-def best_and_last(points, metric="iou50"):
-    """(step of the best value, best value, last value) of one curve."""
-    best = max(points, key=lambda p: p[metric])
-    return best["step"], best[metric], points[-1][metric]
-
-
 for name, points in curves.items():
     step, best, last = best_and_last(points)
     end = points[-1]["step"]

@@ -148,3 +148,17 @@ def read_curve(path: str | Path) -> tuple[dict, list[dict]]:
     if not lines or "step" in lines[0]:
         raise ValueError(f"{path}: not a learning curve (no header line)")
     return lines[0], lines[1:]
+
+
+def best_and_last(points: list[dict], metric: str = "iou50") -> tuple[int, float, float]:
+    """``(step of the best value, best value, last value)`` of one learning curve (higher is better).
+
+    Example:
+        >>> curve = [{"step": 0, "iou50": 0.3}, {"step": 250, "iou50": 0.5}, {"step": 500, "iou50": 0.4}]
+        >>> best_and_last(curve)
+        (250, 0.5, 0.4)
+    """
+    if not points:
+        raise ValueError("the curve has no measurements")
+    best = max(points, key=lambda point: point[metric])
+    return best["step"], best[metric], points[-1][metric]
