@@ -18,7 +18,6 @@ on normalised coordinates with 2 iterations.
 from __future__ import annotations
 
 import copy
-import math
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -29,7 +28,7 @@ from mistlib.checks import check_images, checks
 from mistlib.extract import lift_target, topk_extract
 from mistlib.model import MIST
 from mistlib.refine import REFINE_RULES, refine_keypoints
-from mistlib.training import TrainConfig, Trainer, resolve_device, step_generator
+from mistlib.training import TrainConfig, Trainer, cosine_decay, make_adam, resolve_device, step_generator
 from mistlib.traininglog import TrainingLog
 
 
@@ -54,6 +53,7 @@ class LiftingConfig(TrainConfig):
     refine_optimizer: str = (
         "scaled"  # "scaled": gradient steps scaled by the batch RMS; "adam": sign-like steps
     )
+    refine_jumps: int = 0  # J: "search" may also move a keypoint to one of E_K's next J picks (refine.py)
     warmup_steps: int = 0  # first steps train only tau, on K random windows per image
     warmup_loss: str = "patch"  # warm-up loss: "patch" (each patch vs its own input) or "image" (eq. 6)
     warmup_windows: str = "random"  # warm-up windows: "random", or "heatmap": E_K of the (frozen) heatmap net
@@ -78,22 +78,22 @@ class LiftingConfig(TrainConfig):
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.refine_jumps < 0 or (self.refine_jumps and self.refine_optimizer != "search"):
+            raise ValueError(
+                f"refine_jumps must be >= 0 and needs refine_optimizer='search', got {self.refine_jumps} "
+                f"with {self.refine_optimizer!r}"
+            )
 
 
-def make_adam(parameters, lr: float, fused: bool = False) -> torch.optim.Adam:
-    """Adam; with ``fused`` its fused kernels, or the foreach ones where this build has no fused Adam.
+def split_picks(picks: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """E_K's first ``k`` picks (B, k, 3) and the runner-ups after them (B, J, 3), or None when J = 0.
 
     Example:
-        >>> make_adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3, fused=True).defaults["lr"]
-        0.001
+        >>> keypoints, alternatives = split_picks(torch.zeros(2, 11, 3), 9)
+        >>> keypoints.shape, alternatives.shape, split_picks(torch.zeros(2, 9, 3), 9)[1]
+        (torch.Size([2, 9, 3]), torch.Size([2, 2, 3]), None)
     """
-    parameters = list(parameters)
-    if fused:
-        try:
-            return torch.optim.Adam(parameters, lr=lr, fused=True)
-        except (RuntimeError, ValueError):  # no fused Adam for this device or build
-            return torch.optim.Adam(parameters, lr=lr, foreach=True)
-    return torch.optim.Adam(parameters, lr=lr)
+    return picks[:, :k], (picks[:, k:] if picks.shape[1] > k else None)
 
 
 def task_update(
@@ -206,22 +206,6 @@ def random_windows(
     return low + uniform * (high - low)  # (B, K, 3)
 
 
-def cosine_decay(optimizers: dict, rates: dict[str, float], done: int, total: int) -> None:
-    """Set each optimiser's learning rate to ``rates[name]`` times a cosine: 1 at ``done = 0``, 0 at
-    ``total``.
-
-    Example:
-        >>> optimizers = {"task": torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0)}
-        >>> cosine_decay(optimizers, {"task": 0.1}, done=50, total=100)
-        >>> round(optimizers["task"].param_groups[0]["lr"], 6)
-        0.05
-    """
-    factor = 0.5 * (1 + math.cos(math.pi * min(done, total) / max(total, 1)))
-    for name, optimizer in optimizers.items():
-        for group in optimizer.param_groups:
-            group["lr"] = rates[name] * factor
-
-
 @torch.no_grad()
 def moving_average(average: nn.Module, live: nn.Module, decay: float) -> None:
     """``average <- decay * average + (1 - decay) * live``, parameter by parameter (the picker of eta).
@@ -282,12 +266,24 @@ class LiftingTrainer(Trainer):
         return torch.autocast(self.device.type, dtype=torch.bfloat16)
 
     def refine(
-        self, images: torch.Tensor, keypoints: torch.Tensor, labels: torch.Tensor | None
+        self,
+        images: torch.Tensor,
+        keypoints: torch.Tensor,
+        labels: torch.Tensor | None,
+        alternatives: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Stage 2 with this trainer's settings: (B, K, 3) -> refined (B, K, 3)."""
+        """Stage 2 with this trainer's settings: (B, K, 3) -> refined (B, K, 3); ``alternatives``
+        (B, J, 3) are the runner-up picks a keypoint may jump to (``refine_jumps``)."""
         c = self.config
         return refine_keypoints(
-            self.model, images, keypoints, labels, c.refine_iterations, c.refine_step, c.refine_optimizer
+            self.model,
+            images,
+            keypoints,
+            labels,
+            c.refine_iterations,
+            c.refine_step,
+            c.refine_optimizer,
+            alternatives,
         )
 
     def inspect(self, images: torch.Tensor, labels: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -300,9 +296,10 @@ class LiftingTrainer(Trainer):
         """
         model, c = self.model, self.config
         with torch.no_grad():
-            heatmap, keypoints = model.extract(images)
+            heatmap, picks = model.extract(images, model.config.k + c.refine_jumps)
+            keypoints, alternatives = split_picks(picks, model.config.k)
             before = model.task_loss(images, model.run_task(images, keypoints), labels, "none")
-        refined = self.refine(images, keypoints, labels)
+        refined = self.refine(images, keypoints, labels, alternatives)
         target, _ = lift_terms(model, images, refined, labels, c.target_sigma, 0.0)
         with torch.no_grad():
             out = model.run_task(images, refined)
@@ -321,23 +318,26 @@ class LiftingTrainer(Trainer):
             "lift": lift,
         }
 
-    def pick(self, images: torch.Tensor, warming_up: bool) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """This step's windows (B, K, 3) and, after the warm-up, the heatmap (B, S, H, W) whose gradient
-        stage 3 follows (None during the warm-up)."""
+    def pick(
+        self, images: torch.Tensor, warming_up: bool
+    ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
+        """This step's windows (B, K, 3); after the warm-up, the heatmap (B, S, H, W) whose gradient stage 3
+        follows, and with ``refine_jumps`` = J the next J picks (B, J, 3) (None where absent)."""
         model, config = self.model, self.config
         if warming_up and config.warmup_windows == "random":
             generator = step_generator(config.seed, self.step, self.device)
-            return None, random_windows(images, model.config.k, model.scales, generator)
+            return None, random_windows(images, model.config.k, model.scales, generator), None
         if warming_up:  # the heatmap's own picks, eta frozen: stage 1 alone
             with torch.no_grad():
-                return None, model.extract(images)[1]
+                return None, model.extract(images)[1], None
+        count = model.config.k + config.refine_jumps
         if self.picker is not None:  # picks from the moving average, regression on eta itself
             with torch.no_grad():
-                keypoints = topk_extract(self.picker(images), model.config.k, model.scales, model.config.nms)
-            return model.heatmap_net(images), keypoints
+                picks = topk_extract(self.picker(images), count, model.scales, model.config.nms)
+            return model.heatmap_net(images), *split_picks(picks, model.config.k)
         # eta does not change before stage 3: this forward pass (kept for its gradient) serves both
-        heatmap, keypoints = model.extract(images)  # (B, S, H, W), (B, K, 3)
-        return heatmap, keypoints.detach()
+        heatmap, picks = model.extract(images, count)  # (B, S, H, W), (B, K + J, 3)
+        return heatmap, *split_picks(picks.detach(), model.config.k)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         """One batch of Algorithm 1 (after the warm-up; stage 1 alone during it): the losses as floats."""
@@ -352,14 +352,14 @@ class LiftingTrainer(Trainer):
                 self.optimizers, rates, self.step - config.warmup_steps, config.steps - config.warmup_steps
             )
         with checks(False), self.autocast():
-            heatmap, keypoints = self.pick(images, warming_up)
+            heatmap, keypoints, alternatives = self.pick(images, warming_up)
             per_patch = warming_up and config.warmup_loss == "patch"
             # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I))
             task = task_update(model, self.optimizers["task"], images, keypoints, labels, per_patch)
             if warming_up:
                 return {"warmup": task.item()}
             # stage 2: x* <- optimise {x_k} with L_task, tau frozen
-            refined = self.refine(images, keypoints, labels)
+            refined = self.refine(images, keypoints, labels, alternatives)
             # stage 3: h_bar = E_K^{-1}(x*); eta <- optimise H_eta with L_lift = ||h_bar - H_eta(I)||^2
             sigma, weighting = config.target_sigma, config.lift_weighting
             target, weights = lift_terms(model, images, refined, labels, sigma, weighting)

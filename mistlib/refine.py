@@ -8,7 +8,10 @@ Three update rules, each moving a keypoint by about ``step`` pixels an iteration
   scale ``step`` px up or down) with the other keypoints where they are, and takes the one that lowers
   ``L_task`` most, or stays (:func:`candidate_losses`). The bilinear gradient of a task network that
   reproduces whatever window it is shown is mostly texture noise a few pixels from a digit's centre;
-  the loss itself still rises away from the centre, and a search reads the loss.
+  the loss itself still rises away from the centre, and a search reads the loss. Given
+  ``alternatives`` (the runner-up picks of ``E_K``, the same for every keypoint of an image), a keypoint
+  may also *jump* to one of them: a window left on a digit that another window already covers, or on
+  background, can move to an instance that no window covers, which no local move reaches.
 """
 
 from __future__ import annotations
@@ -61,12 +64,14 @@ def refine_keypoints(
     iterations: int,
     step: float,
     optimizer: str = "scaled",
+    alternatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Stage 2 of Algorithm 1: move the keypoints downhill on ``L_task`` with the task network frozen.
 
     Args:
         images: (B, C, H, W); keypoints: (B, K, 3) the starting (x, y, s); labels: (B, L) or None.
         iterations: N; step: pixels per iteration; optimizer: one of :data:`REFINE_RULES` (module doc).
+        alternatives: (B, J, 3) positions any keypoint of the image may jump to ("search" only).
 
     Returns: (B, K, 3) the refined keypoints x*, detached, clamped to the image and the scale range.
 
@@ -80,7 +85,9 @@ def refine_keypoints(
     if optimizer not in REFINE_RULES:
         raise ValueError(f"optimizer must be one of {REFINE_RULES}, got {optimizer!r}")
     if optimizer == "search":
-        return _search(model, images, keypoints, labels, iterations, step)
+        return _search(model, images, keypoints, labels, iterations, step, alternatives)
+    if alternatives is not None:
+        raise ValueError(f"alternatives (jumps) need optimizer='search', got {optimizer!r}")
     size = tuple(images.shape[-2:])
     x = keypoints.detach().clone().requires_grad_(True)
     adam = torch.optim.Adam([x], lr=step) if optimizer == "adam" else None
@@ -110,6 +117,7 @@ def candidate_losses(
     keypoints: torch.Tensor,
     labels: torch.Tensor | None,
     moves: torch.Tensor,
+    alternatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``L_task`` of each image when keypoint k alone is moved by ``moves[m]``, the others kept in place.
 
@@ -122,8 +130,9 @@ def candidate_losses(
     Args:
         images: (B, C, H, W); keypoints: (B, K, 3); labels: (B, L) or None (reconstruction);
         moves: (M, 3) offsets in pixels, ``moves[0] = 0`` (the current position).
+        alternatives: (B, J, 3) absolute positions tried for every keypoint after the moves, or None.
 
-    Returns: (B, K, M) per-image losses; ``[:, :, 0]`` is the current loss (the same for every k).
+    Returns: (B, K, M + J) per-image losses; ``[:, :, 0]`` is the current loss (the same for every k).
 
     Example:
         >>> from mistlib.model import MISTConfig
@@ -136,12 +145,38 @@ def candidate_losses(
         (torch.Size([2, 2, 2]), True)
     """
     batch, k = keypoints.shape[:2]
-    count = moves.shape[0]
-    candidates = clamp_keypoints(keypoints[:, :, None] + moves, model.scales, tuple(images.shape[-2:]))
+    candidates = search_candidates(keypoints, moves, alternatives, model.scales, tuple(images.shape[-2:]))
+    count = candidates.shape[2]
     flat = candidates.reshape(batch, k * count, 3)  # (B, K*M, 3)
     output = model.task(sample_patches(images, flat, model.config.patch_size))  # (B, K*M, ...)
     output = output.view(batch, k, count, *output.shape[2:])
     return model.task.candidate_losses(images, keypoints, output, candidates, labels)
+
+
+def search_candidates(
+    keypoints: torch.Tensor,
+    moves: torch.Tensor,
+    alternatives: torch.Tensor | None,
+    scales: torch.Tensor,
+    size: tuple[int, int],
+) -> torch.Tensor:
+    """Where the search rule tries each keypoint: its moves, then the image's alternatives, clamped.
+
+    Args: keypoints (B, K, 3); moves (M, 3) offsets; alternatives (B, J, 3) or None; scales (S,); size (H, W).
+
+    Returns: (B, K, M + J, 3) absolute (x, y, s).
+
+    Example:
+        >>> x, moves = torch.tensor([[[10.0, 10.0, 20.0]]]), torch.tensor([[0.0, 0, 0], [1, 0, 0]])
+        >>> jumps = torch.tensor([[[50.0, 60.0, 16.0]]])
+        >>> search_candidates(x, moves, jumps, torch.tensor([16.0, 25.0]), (80, 80))[0, 0].tolist()
+        [[10.0, 10.0, 20.0], [11.0, 10.0, 20.0], [50.0, 60.0, 16.0]]
+    """
+    candidates = keypoints[:, :, None] + moves  # (B, K, M, 3)
+    if alternatives is not None:
+        jumps = alternatives[:, None].expand(-1, keypoints.shape[1], -1, -1)  # (B, K, J, 3)
+        candidates = torch.cat([candidates, jumps], dim=2)
+    return clamp_keypoints(candidates, scales, size)
 
 
 def search_moves(step: float, device: torch.device | None = None) -> torch.Tensor:
@@ -154,6 +189,29 @@ def search_moves(step: float, device: torch.device | None = None) -> torch.Tenso
     return torch.tensor(SEARCH_MOVES, dtype=torch.float32, device=device) * step
 
 
+def best_jumps(losses: torch.Tensor, count: int) -> torch.Tensor:
+    """The search rule's choice when jumps compete: (B, K, M + J) losses -> (B, K) candidate indices.
+
+    The first ``count`` = M candidates are a keypoint's own moves, the last J the image's alternatives.
+    Each keypoint takes its best move, unless a jump lowers the loss further; an alternative goes to at
+    most one keypoint, the one it helps most, so two windows never jump onto the same place.
+
+    Example:
+        >>> losses = torch.tensor([[[0.5, 0.4, 0.1], [0.5, 0.45, 0.2], [0.5, 0.3, 0.6]]])  # M = 2, J = 1
+        >>> best_jumps(losses, 2).tolist()  # keypoint 0 gains most from the jump; the others move
+        [[2, 1, 1]]
+    """
+    local, arg = losses[..., :count].min(-1)  # (B, K): the best own move
+    if losses.shape[-1] == count:  # no alternatives
+        return arg
+    gain = local[..., None] - losses[..., count:]  # (B, K, J): how much each jump beats it
+    winner = gain.argmax(1, keepdim=True)  # (B, 1, J): the keypoint each alternative helps most
+    won = torch.zeros_like(gain, dtype=torch.bool).scatter_(1, winner, True) & (gain > 0)
+    gain = gain.masked_fill(~won, float("-inf"))
+    top, jump = gain.max(-1)  # (B, K)
+    return torch.where(top > float("-inf"), count + jump, arg)
+
+
 @torch.no_grad()
 def _search(
     model: MIST,
@@ -162,11 +220,16 @@ def _search(
     labels: torch.Tensor | None,
     iterations: int,
     step: float,
+    alternatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """The "search" rule: each iteration every keypoint takes its best move of :func:`search_moves`."""
+    """The "search" rule: each iteration every keypoint takes its best candidate of
+    :func:`search_candidates` (a move of :func:`search_moves`, or a jump to an alternative)."""
     moves = search_moves(step, images.device)
+    size = tuple(images.shape[-2:])
     x = keypoints.detach().clone()
     for _ in range(iterations):
-        best = candidate_losses(model, images, x, labels, moves).argmin(-1)  # (B, K): 0 means stay
-        x = clamp_keypoints(x + moves[best], model.scales, tuple(images.shape[-2:]))
+        losses = candidate_losses(model, images, x, labels, moves, alternatives)  # (B, K, M + J)
+        best = losses.argmin(-1) if alternatives is None else best_jumps(losses, moves.shape[0])  # (B, K)
+        candidates = search_candidates(x, moves, alternatives, model.scales, size)  # (B, K, M + J, 3)
+        x = candidates.gather(2, best[:, :, None, None].expand(-1, -1, 1, 3)).squeeze(2)
     return x

@@ -277,3 +277,35 @@ class Trainer:
             if checkpoint is not None and due:
                 self.save(checkpoint)
                 last_save = time.monotonic()
+
+
+def make_adam(parameters, lr: float, fused: bool = False) -> torch.optim.Adam:
+    """Adam; with ``fused`` its fused kernels, or the foreach ones where this build has no fused Adam.
+
+    Example:
+        >>> make_adam(torch.nn.Linear(2, 2).parameters(), lr=1e-3, fused=True).defaults["lr"]
+        0.001
+    """
+    parameters = list(parameters)
+    if fused:
+        try:
+            return torch.optim.Adam(parameters, lr=lr, fused=True)
+        except (RuntimeError, ValueError):  # no fused Adam for this device or build
+            return torch.optim.Adam(parameters, lr=lr, foreach=True)
+    return torch.optim.Adam(parameters, lr=lr)
+
+
+def cosine_decay(optimizers: dict, rates: dict[str, float], done: int, total: int) -> None:
+    """Set each optimiser's learning rate to ``rates[name]`` times a cosine: 1 at ``done = 0``, 0 at
+    ``total``.
+
+    Example:
+        >>> optimizers = {"task": torch.optim.SGD(nn.Linear(1, 1).parameters(), lr=1.0)}
+        >>> cosine_decay(optimizers, {"task": 0.1}, done=50, total=100)
+        >>> round(optimizers["task"].param_groups[0]["lr"], 6)
+        0.05
+    """
+    factor = 0.5 * (1 + math.cos(math.pi * min(done, total) / max(total, 1)))
+    for name, optimizer in optimizers.items():
+        for group in optimizer.param_groups:
+            group["lr"] = rates[name] * factor

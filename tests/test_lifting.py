@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 import torch
@@ -154,6 +155,23 @@ def test_warmup_options_are_checked():
         LiftingConfig(warmup_windows="grid")
     with pytest.raises(ValueError, match="warmup_loss must be one of"):
         LiftingConfig(warmup_loss="eq6")
+
+
+def test_jumps_take_the_runner_up_picks_of_e_k(hard32):
+    """With refine_jumps = J, a step picks K + J maxima: the first K are the windows, the rest the
+    alternatives stage 2 may jump to; refine_jumps needs the search rule."""
+    with pytest.raises(ValueError, match="refine_jumps"):
+        LiftingConfig(refine_jumps=3)
+    trainer = _trainer(refine_optimizer="search", refine_jumps=3)
+    images = hard32[0][:4]
+    heatmap, keypoints, alternatives = trainer.pick(images, warming_up=False)
+    model = trainer.model
+    picks = topk_extract(heatmap.detach(), model.config.k + 3, model.scales, model.config.nms)
+    assert keypoints.shape == (4, model.config.k, 3) and alternatives.shape == (4, 3, 3)
+    torch.testing.assert_close(torch.cat([keypoints, alternatives], 1), picks)
+    assert trainer.pick(images, warming_up=True)[2] is None
+    losses = trainer.train_step(images, None)
+    assert set(losses) == {"task", "lift", "moved_px"} and all(map(math.isfinite, losses.values()))
 
 
 def test_a_short_lifting_run_lowers_the_task_loss(hard32):

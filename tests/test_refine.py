@@ -84,3 +84,56 @@ def test_scaled_step_is_proportional_to_the_gradient_unlike_adam():
     x.grad = grad.clone()
     adam.step()
     assert torch.allclose(x[0, :, 0].detach().abs(), torch.ones(2), atol=1e-3)
+
+
+def _two_blobs() -> tuple[MIST, torch.Tensor]:
+    """A model whose task network copies its patch (reconstruction = what the windows cover, by the max) and
+    an image of two bright 8 x 8 squares centred at (20, 20) and (60, 60)."""
+    from mistlib.objective import Reconstruction
+
+    config = MISTConfig(k=2, **TINY)
+    model = MIST(config, task=Reconstruction(torch.nn.Identity(), composite="max"))
+    images = torch.zeros(1, 1, 80, 80)
+    images[..., 16:24, 16:24] = 1.0
+    images[..., 56:64, 56:64] = 1.0
+    return model, images
+
+
+def test_search_jumps_a_duplicate_window_to_an_uncovered_instance():
+    model, images = _two_blobs()
+    both_on_one = torch.tensor([[[20.0, 20.0, 20.0], [21.0, 20.0, 20.0]]])  # (1, K=2, 3)
+    elsewhere = torch.tensor([[[60.0, 60.0, 20.0], [40.0, 5.0, 20.0]]])  # runner-ups: a blob, background
+    with torch.no_grad():
+        stuck = refine_keypoints(model, images, both_on_one, None, 1, 1.0, "search")
+        jumped = refine_keypoints(model, images, both_on_one, None, 1, 1.0, "search", alternatives=elsewhere)
+    assert (stuck[0, :, :2] - both_on_one[0, :, :2]).abs().max() <= 1.0  # local moves only
+    assert sorted(jumped[0, :, 0].tolist())[1] == 60.0 and 60.0 in jumped[0, :, 1].tolist()  # one jumped
+    assert jumped[0, :, 0].min() <= 22  # the other stayed on the first blob
+    loss = {name: model.task_loss(images, model.run_task(images, x)).item() for name, x in
+            {"stuck": stuck, "jumped": jumped}.items()}  # fmt: skip
+    assert loss["jumped"] < 0.5 * loss["stuck"]
+
+
+def test_an_alternative_goes_to_one_keypoint_only():
+    model, images = _two_blobs()
+    both_on_one = torch.tensor([[[20.0, 20.0, 20.0], [20.0, 20.0, 20.0]]])  # the same window twice
+    with torch.no_grad():
+        jumped = refine_keypoints(
+            model,
+            images,
+            both_on_one,
+            None,
+            1,
+            1.0,
+            "search",
+            alternatives=torch.tensor([[[60.0, 60.0, 20.0]]]),
+        )
+    assert (jumped[0, :, 0] == 60.0).sum() == 1  # both would gain from it; only one takes it
+
+
+def test_jumps_need_the_search_rule():
+    model, images = _two_blobs()
+    with pytest.raises(ValueError, match="alternatives"):
+        refine_keypoints(
+            model, images, torch.zeros(1, 2, 3) + 20, None, 1, 1.0, "scaled", torch.zeros(1, 1, 3)
+        )
