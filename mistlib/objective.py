@@ -142,38 +142,57 @@ class Reconstruction(Task):
         candidates: torch.Tensor,
         labels: torch.Tensor | None,
     ) -> torch.Tensor:
-        """Eq. (6) with one keypoint moved: the loss now, plus the change inside that keypoint's frame.
+        """Eq. (6) with one keypoint moved: the loss now, minus what keypoint k adds where it is, plus what
+        it adds where it goes.
 
-        A frame of ``L x L`` pixels around keypoint k holds every pixel that any of its candidate windows
-        reaches (and its current one), so the image loss with k moved differs from the current loss only
-        there; the other K - 1 canvases are their sum, or for the max composite :func:`leave_one_out`.
+        Moving keypoint k changes the image loss only inside two ``L x L`` frames (L a little over the
+        largest window): around its current window, whose canvas leaves the composite, and around the
+        candidate window, whose canvas joins the composite of the other K - 1. So for any candidate, near
+        or far (a jump), the change is ``removal[k] + addition[k, m]``, each summed over one frame. The
+        other K - 1 canvases are the composite minus canvas k (sum), or for the max composite the largest
+        or second largest canvas at each pixel (:func:`two_largest`).
         """
         batch, k, count = candidates.shape[:3]
         size, channels, b = tuple(images.shape[-2:]), images.shape[1], self.background
-        target = images - b
-        current = (output[:, :, 0] - b, keypoints)  # (B, K, C, P, P), (B, K, 3)
+        target, current = images - b, output[:, :, 0] - b  # (B, C, H, W), (B, K, C, P, P)
+        canvases = place_patches(current, keypoints, size)  # (B, K, C, H, W)
         if self.composite == "sum":
-            recon = place_patches(*current, size, "sum")  # (B, C, H, W)
+            recon = canvases.sum(1)  # (B, C, H, W)
         else:
-            recon, others_full = leave_one_out(place_patches(*current, size))
+            recon, second, owner = two_largest(canvases)  # (B, C, H, W) each
         now = ((target - recon) ** 2).flatten(1).mean(1)  # (B,) the current loss
-        reach = (candidates[..., :2] - keypoints[:, :, None, :2]).abs().max()
-        half = float(candidates[..., 2].max()) * (1 + 1 / output.shape[-1]) / 2 + float(reach)
+        half = float(candidates[..., 2].max()) * (1 + 1 / output.shape[-1]) / 2
         side = math.ceil(2 * half) + 2
-        x, y = keypoints[..., 0], keypoints[..., 1]
-        corner = torch.stack([(y - half).floor(), (x - half).floor()], -1).long()  # (B, K, 2)
-        frame = (corner.repeat_interleave(count, dim=1), side)
-        placed = local_canvases((output - b).flatten(1, 2), candidates.flatten(1, 2), frame)[0]
-        placed = placed.view(batch, k, count, channels, side, side)
-        target_frame = read_frames(target, corner, side)[:, :, None]  # (B, K, 1, C, L, L)
-        recon_frame = read_frames(recon, corner, side)[:, :, None]
-        inside = read_frames(torch.ones_like(images[:, :1]), corner, side)[:, :, None]  # pixels in the image
-        if self.composite == "sum":
-            composed = recon_frame - placed[:, :, :1] + placed
-        else:
-            composed = torch.maximum(read_frames(others_full, corner, side)[:, :, None], placed)
-        change = ((target_frame - composed) ** 2 - (target_frame - recon_frame) ** 2) * inside
-        return now[:, None, None] + change.flatten(3).sum(-1) / (channels * size[0] * size[1])
+
+        # everything a frame reads, read in one gather: target, composite, (second, owner,) inside
+        maps = [target, recon] + ([] if self.composite == "sum" else [second, owner])
+        stacked = torch.cat([*maps, torch.ones_like(images[:, :1])], 1)  # (B, 2C (+2C) + 1, H, W)
+
+        def frames_at(points: torch.Tensor, mine: torch.Tensor) -> tuple[torch.Tensor, ...]:
+            """At windows ``points`` (B, N, 3) of keypoints ``mine`` (N,): the frame corners (B, N, 2), and
+            the target, the composite, the composite without keypoint ``mine`` (B, N, C, L, L) and the
+            pixels inside the image (B, N, 1, L, L)."""
+            corner = torch.stack([points[..., 1] - half, points[..., 0] - half], -1).floor().long()
+            read = read_frames(stacked, corner, side).split([channels] * len(maps) + [1], dim=2)
+            if self.composite == "sum":
+                own = local_canvases(current[:, mine], keypoints[:, mine], (corner, side))[0]
+                others = read[1] - own
+            else:
+                others = torch.where(read[3] == mine.view(1, -1, 1, 1, 1), read[2], read[1])
+            return corner, read[0], read[1], others, read[-1]
+
+        def frame_sum(change: torch.Tensor) -> torch.Tensor:
+            return change.flatten(2).sum(-1)  # (B, N)
+
+        every = torch.arange(k, device=images.device)
+        _, t, r, others, inside = frames_at(keypoints, every)  # keypoint k's own frame: it leaves
+        removal = frame_sum(((t - others) ** 2 - (t - r) ** 2) * inside)  # (B, K)
+        points = candidates.flatten(1, 2)  # (B, K * M, 3)
+        corner, t, _, others, inside = frames_at(points, every.repeat_interleave(count))  # it arrives
+        placed = local_canvases((output - b).flatten(1, 2), points, (corner, side))[0]  # (B, K * M, C, L, L)
+        composed = others + placed if self.composite == "sum" else torch.maximum(others, placed)
+        addition = frame_sum(((t - composed) ** 2 - (t - others) ** 2) * inside).view(batch, k, count)
+        return now[:, None, None] + (removal[:, :, None] + addition) / (channels * size[0] * size[1])
 
 
 class Classification(Task):
@@ -228,21 +247,20 @@ class Classification(Task):
         return losses.view(batch, k, count)
 
 
-def leave_one_out(canvases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The max composite of K canvases, and for each k the max composite of the other K - 1.
+def two_largest(canvases: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The max composite of K canvases, the second largest value at each pixel, and which k holds the
+    largest: the max composite without canvas k is the second where k holds the largest, else the first.
 
-    Both floored at the zero background; the second comes from the two largest canvases at each pixel.
+    Both values are floored at the zero background.
 
-    Args: canvases (B, K, C, H, W). Returns: (B, C, H, W) and (B, K, C, H, W).
+    Args: canvases (B, K, C, H, W). Returns: first, second (B, C, H, W) and owner (B, C, H, W) as floats.
 
     Example:
-        >>> all_k, others = leave_one_out(torch.tensor([[[[[3.0]]], [[[1.0]]], [[[-2.0]]]]]))
-        >>> all_k.flatten().tolist(), others.flatten().tolist()
-        ([3.0], [1.0, 3.0, 3.0])
+        >>> first, second, owner = two_largest(torch.tensor([[[[[3.0]]], [[[1.0]]], [[[-2.0]]]]]))
+        >>> first.item(), second.item(), owner.item()
+        (3.0, 1.0, 0.0)
     """
-    k = canvases.shape[1]
-    top = canvases.topk(min(2, k), dim=1)
-    first = top.values[:, :1].clamp_min(0)
-    second = top.values[:, 1:2].clamp_min(0) if k > 1 else torch.zeros_like(first)
-    is_first = top.indices[:, :1] == torch.arange(k, device=canvases.device).view(1, k, 1, 1, 1)
-    return first[:, 0], torch.where(is_first, second, first)
+    top = canvases.topk(min(2, canvases.shape[1]), dim=1)
+    first = top.values[:, 0].clamp_min(0)
+    second = top.values[:, 1].clamp_min(0) if canvases.shape[1] > 1 else torch.zeros_like(first)
+    return first, second, top.indices[:, 0].to(first.dtype)

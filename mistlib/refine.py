@@ -10,8 +10,9 @@ Three update rules, each moving a keypoint by about ``step`` pixels an iteration
   reproduces whatever window it is shown is mostly texture noise a few pixels from a digit's centre;
   the loss itself still rises away from the centre, and a search reads the loss. Given
   ``alternatives`` (the runner-up picks of ``E_K``, the same for every keypoint of an image), a keypoint
-  may also *jump* to one of them: a window left on a digit that another window already covers, or on
-  background, can move to an instance that no window covers, which no local move reaches.
+  may also *jump* to one of them in the first iteration: a window left on a digit that another window
+  already covers, or on background, can move to an instance that no window covers, which no local move
+  reaches; the later iterations refine where it landed.
 """
 
 from __future__ import annotations
@@ -223,13 +224,15 @@ def _search(
     alternatives: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The "search" rule: each iteration every keypoint takes its best candidate of
-    :func:`search_candidates` (a move of :func:`search_moves`, or a jump to an alternative)."""
+    :func:`search_candidates`: a move of :func:`search_moves`, or in the first iteration a jump to one of
+    the ``alternatives``."""
     moves = search_moves(step, images.device)
     size = tuple(images.shape[-2:])
     x = keypoints.detach().clone()
-    for _ in range(iterations):
-        losses = candidate_losses(model, images, x, labels, moves, alternatives)  # (B, K, M + J)
-        best = losses.argmin(-1) if alternatives is None else best_jumps(losses, moves.shape[0])  # (B, K)
-        candidates = search_candidates(x, moves, alternatives, model.scales, size)  # (B, K, M + J, 3)
+    for iteration in range(iterations):
+        jumps = alternatives if iteration == 0 else None  # jump first, then refine where it landed
+        losses = candidate_losses(model, images, x, labels, moves, jumps)  # (B, K, M + J)
+        best = losses.argmin(-1) if jumps is None else best_jumps(losses, moves.shape[0])  # (B, K)
+        candidates = search_candidates(x, moves, jumps, model.scales, size)  # (B, K, M + J, 3)
         x = candidates.gather(2, best[:, :, None, None].expand(-1, -1, 1, 3)).squeeze(2)
     return x

@@ -11,14 +11,19 @@ from mistlib.refine import candidate_losses, clamp_keypoints, refine_keypoints, 
 TINY = dict(heatmap_channels=4, heatmap_blocks=1, task_network="compact", task_width=4, task_code=8)
 
 
-def _brute_force(model, images, keypoints, labels, moves):
-    """The loss with keypoint k moved by moves[m], by a full forward pass for every (k, m)."""
+def _brute_force(model, images, keypoints, labels, moves, alternatives=None):
+    """The loss with keypoint k moved by moves[m] (then to alternatives[:, j]), by a full forward pass for
+    every (k, candidate)."""
     batch, k = keypoints.shape[:2]
-    out = torch.empty(batch, k, moves.shape[0])
+    jumps = 0 if alternatives is None else alternatives.shape[1]
+    out = torch.empty(batch, k, moves.shape[0] + jumps)
     for i in range(k):
-        for m in range(moves.shape[0]):
+        for m in range(moves.shape[0] + jumps):
             moved = keypoints.clone()
-            moved[:, i] += moves[m]
+            if m < moves.shape[0]:
+                moved[:, i] += moves[m]
+            else:
+                moved[:, i] = alternatives[:, m - moves.shape[0]]
             moved = clamp_keypoints(moved, model.scales, (80, 80))
             out[:, i, m] = model.task_loss(images, model.run_task(images, moved), labels, "none")
     return out
@@ -42,9 +47,14 @@ def test_candidate_losses_match_a_full_pass_per_move(overrides):
     )
     labels = torch.tensor([[1, 4, -1], [2, 2, 7]]) if model.config.task == "classify" else None
     moves = search_moves(1.5)  # some leave the scale range and are clamped back, as in the search
+    # jumps far across the image, onto another keypoint's window, and half off the image's edge
+    alternatives = torch.tensor(
+        [[[70.0, 10, 20], [38, 44, 16], [2, 78, 25]], [[50, 20, 16], [10, 12, 18], [79, 0, 20]]]
+    )
     with torch.no_grad():
-        fast = candidate_losses(model, images, keypoints, labels, moves)
-        slow = _brute_force(model, images, keypoints, labels, moves)
+        fast = candidate_losses(model, images, keypoints, labels, moves, alternatives)
+        slow = _brute_force(model, images, keypoints, labels, moves, alternatives)
+    assert fast.shape == (2, 3, moves.shape[0] + 3)
     torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
 
 
