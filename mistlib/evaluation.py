@@ -162,3 +162,36 @@ def best_and_last(points: list[dict], metric: str = "iou50") -> tuple[int, float
         raise ValueError("the curve has no measurements")
     best = max(points, key=lambda point: point[metric])
     return best["step"], best[metric], points[-1][metric]
+
+
+def pick_coverage(keypoints: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
+    """Where the K picks go wrong: how many double up on an instance, and how many instances none reaches.
+
+    Each pick is assigned to the instance whose box centre is nearest. ``doubled``: the share of picks whose
+    instance already has a nearer pick (so some other instance goes without); ``missed``: the share of
+    instances with no pick within ``2 * NEAR_PX`` of their centre; ``near``: the share of picks within
+    ``NEAR_PX`` of their instance's centre.
+
+    Args: keypoints (N, K, 3); boxes (N, L, 4) xyxy; valid (N, L) bool, the real instances among padding.
+
+    Example:
+        >>> boxes = torch.tensor([[[0.0, 0, 10, 10], [20, 0, 30, 10]]])  # centres (5, 5) and (25, 5)
+        >>> picks = torch.tensor([[[5.0, 5, 10], [7, 5, 10]]])  # both on the first instance
+        >>> pick_coverage(picks, boxes, torch.ones(1, 2, dtype=torch.bool))
+        {'doubled': 0.5, 'missed': 0.5, 'near': 1.0}
+    """
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, L, 2) (x, y)
+    distance = torch.cdist(keypoints[..., :2].double(), centres.double())  # (N, K, L)
+    distance = distance.masked_fill(~valid[:, None], float("inf"))
+    nearest, instance = distance.min(-1)  # (N, K) each
+    same = instance[:, :, None] == instance[:, None, :]  # (N, K, K): picks on the same instance
+    closer = (nearest[:, None, :] < nearest[:, :, None]) | (
+        (nearest[:, None, :] == nearest[:, :, None]) & torch.ones_like(same).triu(1).transpose(1, 2)
+    )  # pick j is nearer to the instance than pick i (ties: the earlier pick counts as nearer)
+    doubled = (same & closer).any(-1)  # (N, K)
+    missed = (distance.min(1).values > 2 * NEAR_PX)[valid]  # (M,) over the real instances
+    return {
+        "doubled": float(doubled.double().mean()),
+        "missed": float(missed.double().mean()),
+        "near": float((nearest < NEAR_PX).double().mean()),
+    }

@@ -1,0 +1,36 @@
+"""mistlib.evaluation: learning-curve helpers and where the picks go wrong, on hand-computed cases."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from mistlib.evaluation import best_and_last, pick_coverage
+
+
+def test_pick_coverage_counts_doubled_picks_and_missed_instances():
+    # three instances with centres (10, 10), (40, 10), (70, 70); padding in the fourth place
+    boxes = torch.tensor([[[0.0, 0, 20, 20], [30, 0, 50, 20], [60, 60, 80, 80], [0, 0, 0, 0]]])
+    valid = torch.tensor([[True, True, True, False]])
+    picks = torch.tensor([[[11.0, 10, 20], [10, 16, 20], [41, 11, 20], [2, 60, 20]]])
+    # pick 0 is 1 px from instance 0, pick 1 6 px from it (doubled), pick 2 on instance 1 (1.4 px), pick 3 on
+    # background (nearest: instance 0's centre, 50.6 px away, not instance 2's at 68.7: doubled too);
+    # instance 2 is missed
+    coverage = pick_coverage(picks, boxes, valid)
+    assert coverage == pytest.approx({"doubled": 2 / 4, "missed": 1 / 3, "near": 2 / 4})
+    # the padding box at the origin never attracts a pick: move pick 3 onto it
+    picks[0, 3, :2] = 0.0
+    assert pick_coverage(picks, boxes, valid)["doubled"] == pytest.approx(2 / 4)
+
+
+def test_two_picks_at_the_same_distance_count_one_as_doubled():
+    boxes = torch.tensor([[[0.0, 0, 20, 20]]])
+    picks = torch.tensor([[[7.0, 10, 20], [13, 10, 20]]])  # both 3 px from the centre
+    assert pick_coverage(picks, boxes, torch.ones(1, 1, dtype=torch.bool))["doubled"] == 0.5
+
+
+def test_best_and_last_reads_a_curve():
+    curve = [{"step": 0, "iou50": 0.35}, {"step": 250, "iou50": 0.48}, {"step": 500, "iou50": 0.41}]
+    assert best_and_last(curve) == (250, 0.48, 0.41)
+    with pytest.raises(ValueError, match="no measurements"):
+        best_and_last([])
