@@ -116,13 +116,16 @@ def optimized_settings(device: torch.device | str) -> dict[str, bool]:
 
 def inference_settings(device: torch.device | str, compile_networks: bool = True) -> dict[str, bool]:
     """What the optimised inference turns on: channels-last model and images, the tensor checks off,
-    ``nn.Module.compile(dynamic=False)`` of both networks (``compile_networks``), bf16 autocast on CUDA.
+    ``nn.Module.compile(dynamic=False)`` of both networks (``compile_networks``), and bf16 autocast on CUDA
+    and on CPUs with bf16 matrix units (:func:`bf16_matrix_units`; compact, compiled, 2 threads: 1,100 ->
+    1,760 images/s by hand on the project's AMX machine).
 
     Example:
-        >>> inference_settings("cpu")
-        {'channels_last': True, 'checks_off': True, 'compile': True, 'amp': False}
+        >>> settings = inference_settings("cpu")
+        >>> settings["channels_last"], settings["compile"], settings["amp"] == bf16_matrix_units()
+        (True, True, True)
     """
-    amp = torch.device(device).type == "cuda"
+    amp = torch.device(device).type == "cuda" or bf16_matrix_units()
     return {"channels_last": True, "checks_off": True, "compile": compile_networks, "amp": amp}
 
 
