@@ -48,6 +48,7 @@ from pathlib import Path
 import torch
 from IPython.display import Markdown, display
 
+import mistlib
 from mistlib.data import MNISTHard
 from mistlib.evaluation import best_and_last, evaluate, measure, read_curve
 from mistlib.experiments import checkpoint_dir, dataset_tensors, pretrained
@@ -561,7 +562,7 @@ assert all(0 < score["rmse"] < 1 for score in scores.values())
 # stored learning curves of chapter 9 (validation images, seed 2) and on the stored benchmark.
 
 # %%
-root = Path("..") if Path("../research").exists() else Path(".")
+root = Path(mistlib.__file__).resolve().parents[1]  # the repository: research/ and bench/ are there
 curve_dir = root / "research" / "curves"
 runs = {name: read_curve(curve_dir / f"{name}.jsonl")[1] for name in ("base", "search", "search-ema")}
 probe = dataset_tensors(MNISTHard("test", size=64, seed=1))  # (images, boxes, labels, valid)

@@ -44,11 +44,12 @@ from pathlib import Path
 
 import torch
 
+import mistlib
 from mistlib.evaluation import VALIDATION_SEED, best_and_last, pick_coverage, read_curve
 from mistlib.experiments import build_model, dataset_tensors, make_dataset, pretrained
 from mistlib.viz.curves import plot_curves
 
-ROOT = Path("..") if Path("../research").exists() else Path(".")
+ROOT = Path(mistlib.__file__).resolve().parents[1]  # the repository, wherever the kernel runs
 names = ("base", "search", "search-ema")
 runs = {name: read_curve(ROOT / "research" / "curves" / f"{name}.jsonl") for name in names}
 curves = {name: points for name, (_, points) in runs.items()}
