@@ -27,7 +27,7 @@ from torch import nn
 from mistlib.checks import check_images, checks
 from mistlib.extract import lift_target, topk_extract
 from mistlib.model import MIST
-from mistlib.refine import REFINE_RULES, refine_keypoints
+from mistlib.refine import REFINE_RULES, refine_keypoints, residual_jumps
 from mistlib.training import TrainConfig, Trainer, cosine_decay, make_adam, resolve_device, step_generator
 from mistlib.traininglog import TrainingLog
 
@@ -54,6 +54,7 @@ class LiftingConfig(TrainConfig):
         "scaled"  # "scaled": gradient steps scaled by the batch RMS; "adam": sign-like steps
     )
     refine_jumps: int = 0  # J: "search" may also move a keypoint to one of E_K's next J picks (refine.py)
+    jump_residual: int = 0  # and to the M peaks of the ink its reconstruction misses (refine.residual_jumps)
     warmup_steps: int = 0  # first steps train only tau, on K random windows per image
     warmup_loss: str = "patch"  # warm-up loss: "patch" (each patch vs its own input) or "image" (eq. 6)
     warmup_windows: str = "random"  # warm-up windows: "random", or "heatmap": E_K of the (frozen) heatmap net
@@ -78,11 +79,13 @@ class LiftingConfig(TrainConfig):
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if self.refine_jumps < 0 or (self.refine_jumps and self.refine_optimizer != "search"):
-            raise ValueError(
-                f"refine_jumps must be >= 0 and needs refine_optimizer='search', got {self.refine_jumps} "
-                f"with {self.refine_optimizer!r}"
-            )
+        for name in ("refine_jumps", "jump_residual"):
+            value = getattr(self, name)
+            if value < 0 or (value and self.refine_optimizer != "search"):
+                raise ValueError(
+                    f"{name} must be >= 0 and needs refine_optimizer='search', got {value} "
+                    f"with {self.refine_optimizer!r}"
+                )
 
 
 def split_picks(picks: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -275,6 +278,9 @@ class LiftingTrainer(Trainer):
         """Stage 2 with this trainer's settings: (B, K, 3) -> refined (B, K, 3); ``alternatives``
         (B, J, 3) are the runner-up picks a keypoint may jump to (``refine_jumps``)."""
         c = self.config
+        if c.jump_residual:
+            extra = residual_jumps(self.model, images, keypoints, c.jump_residual)  # (B, M, 3)
+            alternatives = extra if alternatives is None else torch.cat([alternatives, extra], 1)
         return refine_keypoints(
             self.model,
             images,

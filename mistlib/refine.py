@@ -12,17 +12,21 @@ Three update rules, each moving a keypoint by about ``step`` pixels an iteration
   ``alternatives`` (the runner-up picks of ``E_K``, the same for every keypoint of an image), a keypoint
   may also *jump* to one of them in the first iteration: a window left on a digit that another window
   already covers, or on background, can move to an instance that no window covers, which no local move
-  reaches; the later iterations refine where it landed.
+  reaches; the later iterations refine where it landed. For reconstruction, :func:`residual_jumps` adds
+  alternatives where the reconstruction leaves the most ink out.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
+from mistlib.extract import topk_extract
 from mistlib.model import MIST
 from mistlib.sampler import sample_patches
 
 REFINE_RULES = ("scaled", "adam", "search")  # stage-2 update rules (refine_keypoints)
+RESIDUAL_BLUR = 17  # px: the box that residual_jumps averages the missing ink over (about a digit)
 # the moves of the "search" rule, in units of ``step``: stay, x -/+, y -/+, s -/+
 SEARCH_MOVES = ((0, 0, 0), (-1, 0, 0), (1, 0, 0), (0, -1, 0), (0, 1, 0), (0, 0, -1), (0, 0, 1))
 
@@ -211,6 +215,37 @@ def best_jumps(losses: torch.Tensor, count: int) -> torch.Tensor:
     gain = gain.masked_fill(~won, float("-inf"))
     top, jump = gain.max(-1)  # (B, K)
     return torch.where(top > float("-inf"), count + jump, arg)
+
+
+@torch.no_grad()
+def residual_jumps(
+    model: MIST, images: torch.Tensor, keypoints: torch.Tensor, count: int, blur: int = RESIDUAL_BLUR
+) -> torch.Tensor:
+    """Jump targets where the reconstruction at ``keypoints`` leaves the most ink out: (B, count, 3).
+
+    The missing ink ``relu(I - I_hat)``, averaged over ``blur`` x ``blur`` px boxes, is ranked by
+    :func:`~mistlib.extract.topk_extract` as a one-scale heatmap with the model's suppression window, so
+    each target is a local maximum of it; targets take the model's middle scale.
+
+    Args: images (B, C, H, W); keypoints (B, K, 3), the windows the reconstruction is made from.
+
+    Example:
+        >>> from mistlib.model import MISTConfig
+        >>> model = MIST(MISTConfig(heatmap_channels=4, heatmap_blocks=1, task_width=4))
+        >>> images = torch.zeros(1, 1, 80, 80)
+        >>> images[0, 0, 50:60, 10:20] = 1.0  # ink no window covers
+        >>> far = torch.tensor([[[70.0, 10.0, 20.0]]]).expand(1, 9, 3)  # every window far from it
+        >>> x, y, s = residual_jumps(model, images, far, 1)[0, 0].tolist()
+        >>> 10 <= x < 20 and 50 <= y < 60, round(s, 3)  # on the uncovered ink, at the middle scale
+        (True, 20.0)
+    """
+    if model.config.task != "reconstruct":
+        raise ValueError(f"residual jumps need the reconstruction task, got {model.config.task!r}")
+    reconstruction = model.run_task(images, keypoints).reconstruction.float()  # (B, C, H, W)
+    missing = (images.float() - reconstruction).clamp_min(0).mean(1, keepdim=True)  # (B, 1, H, W)
+    missing = F.avg_pool2d(missing, blur, 1, blur // 2)  # zero padding: edges score less
+    middle = model.scales[len(model.scales) // 2 :][:1]  # (1,)
+    return topk_extract(missing, count, middle, model.config.nms)
 
 
 @torch.no_grad()

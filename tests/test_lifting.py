@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from mistlib import lifting
 from mistlib.data import MNISTHard
 from mistlib.experiments import dataset_tensors
 from mistlib.extract import topk_extract
@@ -172,6 +173,26 @@ def test_jumps_take_the_runner_up_picks_of_e_k(hard32):
     assert trainer.pick(images, warming_up=True)[2] is None
     losses = trainer.train_step(images, None)
     assert set(losses) == {"task", "lift", "moved_px"} and all(map(math.isfinite, losses.values()))
+
+
+def test_residual_jumps_join_the_alternatives(hard32, monkeypatch):
+    """jump_residual = M adds M targets on the missing ink to E_K's J runner-ups, in every call of stage 2
+    (training steps and inspect alike); it needs the search rule."""
+    with pytest.raises(ValueError, match="jump_residual"):
+        LiftingConfig(jump_residual=2)
+    trainer = _trainer(refine_optimizer="search", refine_jumps=3, jump_residual=2)
+    seen = []
+    original = lifting.refine_keypoints
+
+    def spy(model, images, keypoints, labels, iterations, step, optimizer, alternatives):
+        seen.append(alternatives.shape)
+        return original(model, images, keypoints, labels, iterations, step, optimizer, alternatives)
+
+    monkeypatch.setattr(lifting, "refine_keypoints", spy)
+    images = hard32[0][:4]
+    losses = trainer.train_step(images, None)
+    trainer.inspect(images)
+    assert seen == [(4, 5, 3), (4, 5, 3)] and all(map(math.isfinite, losses.values()))
 
 
 def test_a_short_lifting_run_lowers_the_task_loss(hard32):

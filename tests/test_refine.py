@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from mistlib.model import MIST, MISTConfig
-from mistlib.refine import candidate_losses, clamp_keypoints, refine_keypoints, scaled_step, search_moves
+from mistlib.refine import (
+    candidate_losses,
+    clamp_keypoints,
+    refine_keypoints,
+    residual_jumps,
+    scaled_step,
+    search_moves,
+)
 
 TINY = dict(heatmap_channels=4, heatmap_blocks=1, task_network="compact", task_width=4, task_code=8)
 
@@ -147,3 +154,21 @@ def test_jumps_need_the_search_rule():
         refine_keypoints(
             model, images, torch.zeros(1, 2, 3) + 20, None, 1, 1.0, "scaled", torch.zeros(1, 1, 3)
         )
+
+
+def test_residual_jumps_land_on_the_ink_no_window_covers():
+    """Both windows on the first square: the missing ink is the second square, and a jump there halves
+    the loss; the targets take the middle scale, and only a reconstruction has missing ink."""
+    model, images = _two_blobs()
+    both_on_one = torch.tensor([[[20.0, 20.0, 20.0], [21.0, 20.0, 20.0]]])
+    with torch.no_grad():
+        targets = residual_jumps(model, images, both_on_one, 1)  # (1, 1, 3)
+        jumped = refine_keypoints(model, images, both_on_one, None, 1, 1.0, "search", alternatives=targets)
+    assert targets.shape == (1, 1, 3) and (targets[0, 0, :2] - 59.5).abs().max() <= 5  # the blob's box
+    assert targets[0, 0, 2].item() == pytest.approx(model.scales[1].item(), abs=1e-3)
+    loss = {name: model.task_loss(images, model.run_task(images, x)).item() for name, x in
+            {"stuck": both_on_one, "jumped": jumped}.items()}  # fmt: skip
+    assert loss["jumped"] < 0.5 * loss["stuck"]
+    classifier = MIST(MISTConfig(task="classify", k=2, **TINY))
+    with pytest.raises(ValueError, match="reconstruction"):
+        residual_jumps(classifier, images, both_on_one, 1)
