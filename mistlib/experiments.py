@@ -159,13 +159,13 @@ def recipe(
         >>> small = recipe("reconstruct", "mnist-hard", "mist", budget="cpu")
         >>> small.model.task_network, small.train["steps"], small.train["refine_optimizer"], small.name
         ('compact', 3000, 'search', 'reconstruct-mnist-hard-mist')
-        >>> small.model.composite, small.train["warmup_windows"], small.model.nms
-        ('max', 'heatmap', 5)
+        >>> small.model.composite, small.train["warmup_windows"], small.model.nms, small.train["refine_jumps"]
+        ('max', 'heatmap', 13, 4)
         >>> recipe("reconstruct", "gabor", "grid").model.composite  # impulses on grey add up (eq. 6)
         'sum'
         >>> compact = recipe("reconstruct", "mnist-hard", "mist", budget="cpu", preset="compact")
         >>> compact.name, compact.model.task_network, compact.model.reference_size, compact.model.nms
-        ('reconstruct-mnist-hard-mist-compact', 'compact', 8.0, 5)
+        ('reconstruct-mnist-hard-mist-compact', 'compact', 8.0, 13)
     """
     if budget not in BUDGETS:
         raise ValueError(f"budget must be one of {', '.join(BUDGETS)}; got {budget!r}")
@@ -193,6 +193,11 @@ def recipe(
         if method == "mist" and task == "classify":
             # research/README.md §10: eta starts from the reconstruction run's (K the only supervision there)
             init_heatmap = f"reconstruct-{data}-mist"
+        if method == "mist" and data != "gabor":
+            # research/README.md §11: fewer doubled picks (13 x 13 suppression) and stage 2 may move a
+            # keypoint to one of E_K's next 4 picks; measured on digits, not on the dense Gabor impulses
+            model = dataclasses.replace(model, nms=13)
+            train.update(refine_jumps=4)
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")

@@ -44,8 +44,9 @@ NOTE = (
     "(seed 1) from the test digits, never seen in training. Every row says how it was trained (steps, "
     "device, command); the cpu recipe is the compact networks of mistlib.presets with the choices that "
     "research/README.md measures: on MNIST every reconstruction combines its placed patches by a pixelwise "
-    "maximum rather than eq. (6)'s sum, MIST and naive top-K keep only the local maxima of 5 x 5 windows "
-    "before the top-K, and classification MIST starts its heatmap network from the reconstruction MIST of "
+    "maximum rather than eq. (6)'s sum; before the top-K, naive top-K keeps only the local maxima of 5 x 5 "
+    "windows and MIST on MNIST those of 13 x 13 windows, and its stage 2 may move a keypoint to one of the "
+    "next 4 picks of E_K; classification MIST starts its heatmap network from the reconstruction MIST of "
     "the same data. The reference rows at the end score an untrained MIST and a blank image (the "
     "background everywhere) on the same test images."
 )

@@ -35,6 +35,11 @@ def test_recipes_fit_their_data():
     # top-K methods suppress non-maxima (5 x 5, as the authors' code: the default); Gabor impulses add up
     nms = {method: recipe("reconstruct", "gabor", method).model.nms for method in ("mist", "naive")}
     assert nms == {"mist": 5, "naive": 5}
+    # on digits the cpu MIST recipe suppresses in 13 x 13 windows and lets stage 2 jump (research §11)
+    cpu = {data: recipe("reconstruct", data, "mist", budget="cpu") for data in ("mnist-hard", "gabor")}
+    assert (cpu["mnist-hard"].model.nms, cpu["mnist-hard"].train["refine_jumps"]) == (13, 4)
+    assert (cpu["gabor"].model.nms, cpu["gabor"].train.get("refine_jumps", 0)) == (5, 0)
+    assert recipe("classify", "mnist-hard", "naive", budget="cpu").model.nms == 5
     assert recipe("reconstruct", "gabor", "mist").model.composite == "sum"
     assert recipe("reconstruct", "mnist-easy", "grid").model.composite == "max"
 
