@@ -160,7 +160,7 @@ fig = show_heatmap_picks(image, heatmap, keypoints)
 fig
 
 # %%
-nms = mist.config.nms  # the 5 x 5 non-maximum suppression of §3 (chapter 4)
+nms = mist.config.nms  # the suppression window of §3 (chapter 4; chapter 9 §9.6 sets 13 x 13)
 peak = heatmap.amax(0)  # (H, W) the map that eq. (3) ranks
 is_max = (peak == torch.nn.functional.max_pool2d(peak[None], nms, 1, nms // 2)[0]).flatten()  # (H * W,)
 taken = (keypoints[:, 1] * 80 + keypoints[:, 0]).long()  # (K,) flat indices of the picks
