@@ -812,7 +812,7 @@ def check_lifting_step(step) -> None:
         torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=lambda m, name=name: f"{name}: {m}")
         moved += not torch.equal(a, c)
     assert moved > 0  # the step did change the weights
-    print(f"accepted: the same step as LiftingTrainer.train_step ({moved} weight tensors changed)")
+    print("accepted: the same step as LiftingTrainer.train_step (it changed the weights)")
 
 
 def my_lifting_step(model: MIST, optimizers: dict, images: torch.Tensor) -> None:
