@@ -42,7 +42,7 @@ def test_compact_autoencoder_learns_mnist_patches():
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0], losses[::10]
 
 
