@@ -1,0 +1,55 @@
+"""How much of a reconstruction model's error is localisation? RMSE at its picks and at the true boxes.
+
+For each reconstruction checkpoint, on ``--val`` validation images (seed ``VALIDATION_SEED``), measures
+the RMSE of the model as it runs (its own picks, E_K of its heatmap) and of the same task network placed
+on the digits' true boxes (centre and side, the side clamped to the model's scale range; an image with
+fewer than K digits repeats its first box, which the max composite ignores). The second number is what
+perfect localisation would give this task network: a floor that better picks alone cannot go below.
+
+    python research/oracle_boxes.py data/checkpoints/reconstruct-mnist-hard-mist.pt \
+        data/checkpoints/reconstruct-mnist-hard-grid.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import torch
+
+from mistlib.evaluation import VALIDATION_SEED
+from mistlib.experiments import dataset_tensors, load_model, make_dataset
+from mistlib.metrics import rmse
+
+
+def box_keypoints(boxes: torch.Tensor, valid: torch.Tensor, k: int, scales: torch.Tensor) -> torch.Tensor:
+    """Keypoints (N, K, 3) on the true boxes (N, L, 4) xyxy: centre and longer side; padding repeats box 0."""
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, L, 2)
+    sides = (boxes[..., 2:] - boxes[..., :2]).amax(-1, keepdim=True)  # (N, L, 1)
+    keypoints = torch.cat([centres, sides.clamp(float(scales.min()), float(scales.max()))], -1)
+    keypoints = torch.where(valid[..., None], keypoints, keypoints[:, :1])
+    return keypoints[:, :k]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkpoints", nargs="+")
+    parser.add_argument("--val", type=int, default=100)
+    args = parser.parse_args(argv)
+    for path in args.checkpoints:
+        model, experiment, _ = load_model(path, device="cpu")
+        model.eval()
+        images, boxes, _, valid = dataset_tensors(
+            make_dataset(experiment, "test", args.val, seed=VALIDATION_SEED)
+        )
+        with torch.no_grad():
+            picked = model(images).reconstruction.clamp(0, 1)
+            keypoints = box_keypoints(boxes, valid, model.config.k, model.scales)
+            placed = model.run_task(images, keypoints).reconstruction.clamp(0, 1)
+        out = {"checkpoint": path, "picks": round(rmse(images, picked), 4)}
+        out["true boxes"] = round(rmse(images, placed), 4)
+        print(json.dumps(out))
+
+
+if __name__ == "__main__":
+    main()
