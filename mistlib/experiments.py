@@ -161,6 +161,9 @@ def recipe(
         ('compact', 3000, 'search', 'reconstruct-mnist-hard-mist')
         >>> small.model.composite, small.train["warmup_windows"], small.model.nms, small.train["refine_jumps"]
         ('max', 'heatmap', 13, 4)
+        >>> classify = recipe("classify", "mnist-hard", "mist", budget="cpu")
+        >>> small.train["lr_heatmap"], "lr_heatmap" in classify.train
+        (0.001, False)
         >>> recipe("reconstruct", "gabor", "grid").model.composite  # impulses on grey add up (eq. 6)
         'sum'
         >>> compact = recipe("reconstruct", "mnist-hard", "mist", budget="cpu", preset="compact")
@@ -198,6 +201,9 @@ def recipe(
             # keypoint to one of E_K's next 4 picks; measured on digits, not on the dense Gabor impulses
             model = dataclasses.replace(model, nms=13)
             train.update(refine_jumps=4)
+        if method == "mist" and mnist_reconstruction:
+            # research/README.md §13: stage 2's targets run ahead of the picks; eta follows them 10x faster
+            train.update(lr_heatmap=1e-3)
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")

@@ -46,7 +46,8 @@ NOTE = (
     "research/README.md measures: on MNIST every reconstruction combines its placed patches by a pixelwise "
     "maximum rather than eq. (6)'s sum; before the top-K, naive top-K keeps only the local maxima of 5 x 5 "
     "windows and MIST on MNIST those of 13 x 13 windows, and its stage 2 may move a keypoint to one of the "
-    "next 4 picks of E_K; classification MIST starts its heatmap network from the reconstruction MIST of "
+    "next 4 picks of E_K; reconstruction MIST on MNIST trains its heatmap network at Adam 1e-3 instead of "
+    "the authors' 1e-4; classification MIST starts its heatmap network from the reconstruction MIST of "
     "the same data. The reference rows at the end score an untrained MIST and a blank image (the "
     "background everywhere) on the same test images."
 )

@@ -40,6 +40,15 @@ def test_recipes_fit_their_data():
     assert (cpu["mnist-hard"].model.nms, cpu["mnist-hard"].train["refine_jumps"]) == (13, 4)
     assert (cpu["gabor"].model.nms, cpu["gabor"].train.get("refine_jumps", 0)) == (5, 0)
     assert recipe("classify", "mnist-hard", "naive", budget="cpu").model.nms == 5
+    # eta learns 10x faster on MNIST reconstruction (research §13); classification and Gabor keep 1e-4
+    rows = [("reconstruct", "mnist-hard"), ("classify", "mnist-hard"), ("reconstruct", "gabor")]
+    rates = {row: recipe(*row, "mist", budget="cpu").trainer_config().lr_heatmap for row in rows}
+    assert rates == {
+        ("reconstruct", "mnist-hard"): 1e-3,
+        ("classify", "mnist-hard"): 1e-4,
+        ("reconstruct", "gabor"): 1e-4,
+    }
+    assert recipe("reconstruct", "mnist-hard", "mist").trainer_config().lr_heatmap == 1e-4  # gpu budget
     assert recipe("reconstruct", "gabor", "mist").model.composite == "sum"
     assert recipe("reconstruct", "mnist-easy", "grid").model.composite == "max"
 
