@@ -353,13 +353,10 @@ assert with_jumps > without
 
 # %%
 trainer = build_trainer(remedied_experiment, remedied)
-ahead = {"picks x": [], "targets x*": []}
-for start in range(0, 90, 30):
-    step = trainer.inspect(images[start : start + 30])
-    ahead["picks x"].append(step["keypoints"])
-    ahead["targets x*"].append(step["refined"])
-for name, keypoints in ahead.items():
-    keypoints = torch.cat(keypoints)  # (90, K, 3)
+stages = [trainer.inspect(images[start : start + 30]) for start in range(0, 90, 30)]  # no weight updated
+ahead = {}
+for name, key in (("picks x", "keypoints"), ("targets x*", "refined")):
+    keypoints = torch.cat([stage[key] for stage in stages])  # (90, K, 3)
     detection = DetectionMetrics()
     detection.update(keypoints, None, boxes[:90], labels[:90], valid[:90])
     ahead[name] = {"iou50": detection.compute()["iou50"], **pick_coverage(keypoints, boxes[:90], valid[:90])}
