@@ -131,7 +131,9 @@ def _check_size(size: object) -> tuple[int, int]:
     return height, width
 
 
-def target_heatmap(keypoints: torch.Tensor, scales: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
+def target_heatmap(
+    keypoints: torch.Tensor, scales: torch.Tensor, size: Sequence[int], mass: torch.Tensor | None = None
+) -> torch.Tensor:
     """``E_K^{-1}``: the target heatmap ``h_bar`` whose top-K extraction gives back ``keypoints`` (§6).
 
     Zeros everywhere except at the pixel of each keypoint: ``x`` and ``y`` are rounded to the nearest pixel
@@ -150,6 +152,7 @@ def target_heatmap(keypoints: torch.Tensor, scales: torch.Tensor, size: Sequence
         keypoints: (B, K, 3) as (x, y, s) in pixels, ``s > 0``.
         scales: (S,) positive, strictly increasing side lengths in pixels.
         size: (H, W) of the heatmap.
+        mass: (B, K) each keypoint's mass instead of 1 (0 leaves a keypoint out), or None.
 
     Returns:
         (B, S, H, W) with the dtype and device of ``keypoints``.
@@ -175,17 +178,22 @@ def target_heatmap(keypoints: torch.Tensor, scales: torch.Tensor, size: Sequence
         low = (torch.searchsorted(scales, s.contiguous(), right=True) - 1).clamp(0, num_scales - 2)  # (B, K)
         w_high = (s - scales[low]) / (scales[low + 1] - scales[low])  # (B, K), fraction for scales[low + 1]
     pixel = row * width + col  # (B, K)
+    mass = torch.ones_like(s) if mass is None else mass.to(s)  # (B, K)
     flat = keypoints.new_zeros(batch, num_scales * height * width)  # (B, S * H * W)
-    flat = flat.scatter_add(1, low * height * width + pixel, 1 - w_high)
+    flat = flat.scatter_add(1, low * height * width + pixel, mass * (1 - w_high))
     if num_scales > 1:
-        flat = flat.scatter_add(1, (low + 1) * height * width + pixel, w_high)
+        flat = flat.scatter_add(1, (low + 1) * height * width + pixel, mass * w_high)
     return flat.view(batch, num_scales, height, width)  # (B, S, H, W)
 
 
 def lift_target(
-    keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int], sigma: float
+    keypoints: torch.Tensor, scales: torch.Tensor, size: tuple[int, int], sigma: float, nms: int = 1
 ) -> torch.Tensor:
     """``h_bar = E_K^{-1}(x*)``: single points (sigma = 0) or Gaussian blobs with peak 1.
+
+    With ``nms > 1`` a keypoint inside the ``nms x nms`` window of an earlier one (earlier in E_K's
+    order, so stronger) is left out (:func:`suppressed`): the target then holds only keypoints that
+    E_K with the same suppression could pick together.
 
     Args: keypoints (B, K, 3); scales (S,); size (H, W); sigma in pixels. Returns: (B, S, H, W).
 
@@ -195,7 +203,26 @@ def lift_target(
         >>> target[0, :, 6, 5].tolist(), target.sum().item()
         ([0.5, 0.5], 1.0)
     """
-    return _blur_target(target_heatmap(keypoints, scales, size), sigma)  # (B, S, H, W)
+    mass = None if nms == 1 else (~suppressed(keypoints, nms)).to(keypoints.dtype)  # (B, K)
+    return _blur_target(target_heatmap(keypoints, scales, size, mass), sigma)  # (B, S, H, W)
+
+
+def suppressed(keypoints: torch.Tensor, nms: int) -> torch.Tensor:
+    """(B, K) bool: which keypoints (B, K, 3) round to a pixel within the ``nms x nms`` window of an
+    earlier keypoint that is not itself suppressed (greedy, in the order given: E_K's score order).
+
+    Example:
+        >>> keypoints = torch.tensor([[[10.0, 10.0, 20.0], [14.0, 12.0, 20.0], [30.0, 10.0, 20.0]]])
+        >>> suppressed(keypoints, 13).tolist(), suppressed(keypoints, 5).tolist()
+        ([[False, True, False]], [[False, False, False]])
+    """
+    check_nms(nms)
+    pixels = torch.floor(keypoints[..., :2] + 0.5)  # (B, K, 2), rounded as target_heatmap does
+    near = (pixels[:, :, None] - pixels[:, None]).abs().amax(-1) <= nms // 2  # (B, K, K), Chebyshev
+    dropped = torch.zeros(near.shape[:2], dtype=torch.bool, device=keypoints.device)  # (B, K)
+    for k in range(1, keypoints.shape[1]):
+        dropped[:, k] = (near[:, k, :k] & ~dropped[:, :k]).any(-1)
+    return dropped
 
 
 def _blur_target(target: torch.Tensor, sigma: float) -> torch.Tensor:

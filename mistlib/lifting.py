@@ -60,6 +60,7 @@ class LiftingConfig(TrainConfig):
     warmup_windows: str = "random"  # warm-up windows: "random", or "heatmap": E_K of the (frozen) heatmap net
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
+    target_nms: bool = False  # leave out of h_bar the keypoints that E_K's suppression window would drop
     lr_schedule: str = "constant"  # "cosine": both learning rates decay to 0 over the lifting steps
     pick_ema: float = 0.0  # > 0: stage 1 picks x from a moving average of eta with this decay (a target net)
     snapshot_every: int = 0  # record the probe images into the training log every n steps (0: never)
@@ -141,12 +142,14 @@ def lift_terms(
     labels: torch.Tensor | None,
     sigma: float,
     weighting: float,
+    nms: int = 1,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """What eq. (14) compares the heatmap with, and how much each image counts: no gradient.
 
     Returns: ``h_bar = E_K^{-1}(x*)`` (B, S, H, W) and the per-image weights (B,): ``exp(-w L_task(x*))``
     with ``w = weighting`` (the authors' weighting: a badly explained image teaches the heatmap less),
-    divided by its batch mean, or ones for ``weighting = 0``.
+    divided by its batch mean, or ones for ``weighting = 0``. ``nms > 1`` leaves out of ``h_bar`` the
+    keypoints inside the window of a stronger one (:func:`~mistlib.extract.lift_target`).
 
     Example:
         >>> from mistlib.model import MISTConfig
@@ -157,7 +160,7 @@ def lift_terms(
         (torch.Size([2, 3, 80, 80]), 9.0, 1.0)
     """
     with torch.no_grad():
-        target = lift_target(refined, model.scales, tuple(images.shape[-2:]), sigma)  # (B, S, H, W)
+        target = lift_target(refined, model.scales, tuple(images.shape[-2:]), sigma, nms)  # (B, S, H, W)
         weights = torch.ones(images.shape[0], device=images.device)
         if weighting > 0:
             refined_loss = model.task_loss(images, model.run_task(images, refined), labels, "none")
@@ -259,6 +262,8 @@ class LiftingTrainer(Trainer):
         self.picker = None  # the moving-average copy of eta that picks the keypoints (pick_ema > 0)
         if self.config.pick_ema > 0:
             self.picker = copy.deepcopy(self.model.heatmap_net).requires_grad_(False)
+        # the suppression window h_bar is thinned with (config.target_nms), else 1: every refined keypoint
+        self.target_nms = self.model.config.nms if self.config.target_nms else 1
         self.log: TrainingLog | None = None
         self.probe: tuple[torch.Tensor, torch.Tensor | None] | None = None
 
@@ -306,7 +311,7 @@ class LiftingTrainer(Trainer):
             keypoints, alternatives = split_picks(picks, model.config.k)
             before = model.task_loss(images, model.run_task(images, keypoints), labels, "none")
         refined = self.refine(images, keypoints, labels, alternatives)
-        target, _ = lift_terms(model, images, refined, labels, c.target_sigma, 0.0)
+        target, _ = lift_terms(model, images, refined, labels, c.target_sigma, 0.0, self.target_nms)
         with torch.no_grad():
             out = model.run_task(images, refined)
             after = model.task_loss(images, out, labels, "none")
@@ -368,7 +373,7 @@ class LiftingTrainer(Trainer):
             refined = self.refine(images, keypoints, labels, alternatives)
             # stage 3: h_bar = E_K^{-1}(x*); eta <- optimise H_eta with L_lift = ||h_bar - H_eta(I)||^2
             sigma, weighting = config.target_sigma, config.lift_weighting
-            target, weights = lift_terms(model, images, refined, labels, sigma, weighting)
+            target, weights = lift_terms(model, images, refined, labels, sigma, weighting, self.target_nms)
             lift = heatmap_regression(self.optimizers["heatmap"], heatmap, target, weights)
             if self.picker is not None:
                 moving_average(self.picker, model.heatmap_net, config.pick_ema)

@@ -1,13 +1,14 @@
-"""How much of a reconstruction model's error is localisation? RMSE at its picks and at the true boxes.
+"""How much of a model's error is localisation? Its task metric at its picks and at the true boxes.
 
-For each reconstruction checkpoint, on ``--val`` validation images (seed ``VALIDATION_SEED``), measures
-the RMSE of the model as it runs (its own picks, E_K of its heatmap) and of the same task network placed
-on the digits' true boxes (centre and side, the side clamped to the model's scale range; an image with
-fewer than K digits repeats its first box, which the max composite ignores). The second number is what
-perfect localisation would give this task network: a floor that better picks alone cannot go below.
+For each checkpoint, on ``--val`` validation images (seed ``VALIDATION_SEED``), measures the RMSE
+(reconstruction) or the multiset classification accuracy (classification) of the model as it runs (its own
+picks, E_K of its heatmap) and of the same task network placed on the digits' true boxes (centre and side, the
+side clamped to the model's scale range; an image with fewer than K digits repeats its first box, which the
+max composite ignores). The second number is what perfect localisation would give this task network: a bound
+that better picks alone cannot pass.
 
     python research/oracle_boxes.py data/checkpoints/reconstruct-mnist-hard-mist.pt \
-        data/checkpoints/reconstruct-mnist-hard-grid.pt
+        data/checkpoints/reconstruct-mnist-hard-grid.pt data/checkpoints/classify-mnist-hard-mist.pt
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import torch
 
 from mistlib.evaluation import VALIDATION_SEED
 from mistlib.experiments import dataset_tensors, load_model, make_dataset
-from mistlib.metrics import rmse
+from mistlib.metrics import DetectionMetrics, rmse
 
 
 def box_keypoints(boxes: torch.Tensor, valid: torch.Tensor, k: int, scales: torch.Tensor) -> torch.Tensor:
@@ -39,15 +40,21 @@ def main(argv: list[str] | None = None) -> None:
     for path in args.checkpoints:
         model, experiment, _ = load_model(path, device="cpu")
         model.eval()
-        images, boxes, _, valid = dataset_tensors(
+        images, boxes, labels, valid = dataset_tensors(
             make_dataset(experiment, "test", args.val, seed=VALIDATION_SEED)
         )
+        keypoints = box_keypoints(boxes, valid, model.config.k, model.scales)
         with torch.no_grad():
-            picked = model(images).reconstruction.clamp(0, 1)
-            keypoints = box_keypoints(boxes, valid, model.config.k, model.scales)
-            placed = model.run_task(images, keypoints).reconstruction.clamp(0, 1)
-        out = {"checkpoint": path, "picks": round(rmse(images, picked), 4)}
-        out["true boxes"] = round(rmse(images, placed), 4)
+            picked, placed = model(images), model.run_task(images, keypoints)
+        out = {"checkpoint": path}
+        if picked.reconstruction is not None:
+            out["picks"] = round(rmse(images, picked.reconstruction.clamp(0, 1)), 4)
+            out["true boxes"] = round(rmse(images, placed.reconstruction.clamp(0, 1)), 4)
+        else:  # classification: an image with fewer than K digits gets extra labels of its first box
+            for name, run in (("picks", picked), ("true boxes", placed)):
+                pooled = DetectionMetrics()
+                pooled.update(run.keypoints, run.logits, boxes, labels, valid)
+                out[name] = round(pooled.compute()["classification"], 4)
         print(json.dumps(out))
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mistlib.extract import target_heatmap, topk_extract
+from mistlib.extract import lift_target, suppressed, target_heatmap, topk_extract
 
 SCALES = torch.tensor([12.0, 16.0, 24.0, 30.0])
 
@@ -195,6 +195,33 @@ def test_target_keypoints_on_the_same_pixel_add_up():
     keypoints = torch.tensor([[[1.2, 1.0, 10.0], [0.8, 1.4, 20.0]]])
     h = target_heatmap(keypoints, torch.tensor([10.0, 20.0]), (3, 3))
     assert h[0, :, 1, 1].tolist() == [1.0, 1.0] and float(h.sum()) == 2.0
+
+
+def test_target_mass_scales_or_leaves_out_keypoints():
+    keypoints = torch.tensor([[[1.0, 1.0, 10.0], [3.0, 2.0, 15.0]]])
+    scales = torch.tensor([10.0, 20.0])
+    h = target_heatmap(keypoints, scales, (4, 5), mass=torch.tensor([[0.0, 2.0]]))
+    expected = torch.zeros(1, 2, 4, 5)
+    expected[0, :, 2, 3] = torch.tensor([1.0, 1.0])  # mass 2 split half-half between 10 and 20
+    torch.testing.assert_close(h, expected)
+
+
+def test_suppressed_is_greedy_in_order_and_uses_the_rounded_chebyshev_distance():
+    # 0 at (10, 10); 1 six px right (inside a 13 x 13 window); 2 at 6.6 px, which rounds to 7 (outside);
+    # 3 is within the window of 1 only, which is itself suppressed, so 3 stays
+    keypoints = torch.tensor(
+        [[[10.0, 10.0, 20.0], [16.0, 10.0, 20.0], [10.0, 16.6, 20.0], [22.0, 10.0, 20.0]]]
+    )
+    assert suppressed(keypoints, 13).tolist() == [[False, True, False, False]]
+    assert suppressed(keypoints, 1).tolist() == [[False, False, False, False]]
+    middle_first = keypoints[:, [1, 0, 3]]  # (16, 10) first: both its neighbours 6 px away go
+    assert suppressed(middle_first, 13).tolist() == [[False, True, True]]
+    scales = torch.tensor([16.0, 24.0])
+    thinned = lift_target(keypoints, scales, (32, 32), sigma=0.0, nms=13)
+    assert float(thinned.sum()) == 3.0 and float(thinned[0, :, 10, 16].sum()) == 0.0
+    # the thinned target is one E_K with the same suppression picks back in full
+    picks = topk_extract(thinned, 3, scales, nms=13)
+    assert sorted(map(tuple, picks[0, :, :2].tolist())) == [(10.0, 10.0), (10.0, 17.0), (22.0, 10.0)]
 
 
 def test_extract_inverts_target_heatmap_on_random_keypoints():

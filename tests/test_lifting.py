@@ -11,7 +11,7 @@ import torch
 from mistlib import lifting
 from mistlib.data import MNISTHard
 from mistlib.experiments import dataset_tensors
-from mistlib.extract import topk_extract
+from mistlib.extract import suppressed, topk_extract
 from mistlib.lifting import (
     LiftingConfig,
     LiftingTrainer,
@@ -193,6 +193,31 @@ def test_residual_jumps_join_the_alternatives(hard32, monkeypatch):
     losses = trainer.train_step(images, None)
     trainer.inspect(images)
     assert seen == [(4, 5, 3), (4, 5, 3)] and all(map(math.isfinite, losses.values()))
+
+
+def test_target_nms_thins_h_bar_with_the_models_suppression_window(hard32, monkeypatch):
+    """target_nms leaves out of h_bar the refined keypoints that sit in the NMS window of a stronger one:
+    in training (stage 3's target) and in inspect alike; off, every keypoint keeps its unit of mass."""
+    images = hard32[0][:4]
+    model_config = dataclasses.replace(SLIM, nms=13)
+    torch.manual_seed(0)
+    config = LiftingConfig(steps=4, batch_size=4, device="cpu", target_nms=True)
+    trainer = LiftingTrainer(MIST(model_config), "reconstruct", config)
+    assert trainer.target_nms == 13 and _trainer().target_nms == 1
+    original = trainer.refine
+
+    def crowd(images, keypoints, labels, alternatives=None):  # stage 2, then keypoint 1 next to keypoint 0
+        refined = original(images, keypoints, labels, alternatives).clone()
+        refined[:, 1, :2] = refined[:, 0, :2] + 3.0
+        return refined
+
+    monkeypatch.setattr(trainer, "refine", crowd)
+    seen = trainer.inspect(images)
+    kept = (~suppressed(seen["refined"], 13)).sum(1).float()  # (B,)
+    torch.testing.assert_close(seen["target"].flatten(1).sum(1), kept)
+    assert float(kept.max()) <= model_config.k - 1  # keypoint 1 left out of every image's target
+    losses = trainer.train_step(images, None)
+    assert all(map(math.isfinite, losses.values()))
 
 
 def test_a_short_lifting_run_lowers_the_task_loss(hard32):
