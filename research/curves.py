@@ -28,7 +28,7 @@ from mistlib.experiments import build_model, build_trainer, dataset_tensors, mak
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("name")
     parser.add_argument("--task", default="reconstruct")
@@ -44,7 +44,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--init", default=None, help="start from this checkpoint's weights")
     parser.add_argument("--init-heatmap", default=None, help="start eta from this checkpoint's heatmap net")
-    args = parser.parse_args(argv)
+    parser.add_argument(
+        "--state", action="store_true", help="keep the trainer's state after each measurement (to replay)"
+    )
+    return parser.parse_args(argv)
+
+
+def setup(args: argparse.Namespace):
+    """The run ``args`` describe: (experiment, trainer, training images, labels or None, validation set)."""
     torch.set_num_threads(args.threads)
     os.environ.setdefault("MIST_QUIET", "1")
     experiment = recipe(args.task, args.data, args.method, budget="cpu", preset=args.preset, seed=args.seed)
@@ -67,6 +74,12 @@ def main(argv: list[str] | None = None) -> None:
         source, _, _ = load_model(args.init_heatmap, device="cpu")
         model.heatmap_net.load_state_dict(source.heatmap_net.state_dict())
     trainer = build_trainer(experiment, model)
+    return experiment, trainer, images, labels, val
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    experiment, trainer, images, labels, val = setup(args)
     out = ROOT / "research" / "curves" / f"{args.name}.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -76,6 +89,9 @@ def main(argv: list[str] | None = None) -> None:
         for stop in [0, *range(args.every, args.steps + 1, args.every)]:
             if stop:
                 trainer.fit(images, labels, steps=stop)
+                if args.state:  # weights, optimisers, picker and step, to replay a stretch of the run
+                    state = ROOT / "runs" / "research" / f"{args.name}.state{stop}.pt"
+                    torch.save(trainer.state_dict(), state)
             metrics = measure(trainer.model, experiment, *val)
             losses = trainer.history[-1] if trainer.history else {}
             line = {"step": stop, "wall_s": round(time.perf_counter() - started, 1), **metrics, **losses}
