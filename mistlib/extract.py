@@ -55,8 +55,12 @@ def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor, nms: int =
     K selected pixels only; the result for ``s`` is identical to eq. (2) followed by eq. (4).
 
     Gradients: ``s`` is differentiable w.r.t. the heatmap values at the selected pixels (what a naive
-    baseline back-propagates through); ``x`` and ``y`` are integer-valued and carry no gradient. If the
-    heatmap is (near) zero at a selected pixel, ``s`` tends to 0.
+    baseline back-propagates through); ``x`` and ``y`` are integer-valued and carry no gradient.
+
+    A pixel where the heatmap is zero at every scale (the local softmax underflows on a sharply trained
+    heatmap, and E_K's runner-up picks can land there) would get ``s = 0 / (0 + 1e-6) = 0``, outside the
+    scales and a division by zero for the sampler's inverse; ``s`` is therefore clamped into
+    ``[scales[0], scales[-1]]``, where eq. (4), a weighted mean of the scales, keeps it anyway.
 
     Args:
         heatmap: (B, S, H, W) non-negative finite floats, e.g. the output of ``HeatmapNet``.
@@ -103,6 +107,7 @@ def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor, nms: int =
     gather = index.unsqueeze(1).expand(batch, num_scales, k)  # (B, S, K)
     weights = heatmap.flatten(2).gather(2, gather)  # (B, S, K) responses h_s(x_k, y_k)
     s = (weights * scales[:, None]).sum(1) / (weights.sum(1) + MOMENT_EPS)  # (B, K), eq. (2) + eq. (4)
+    s = torch.minimum(torch.maximum(s, scales[0]), scales[-1])  # a zero heatmap pixel: scales[0], not 0
     return torch.stack([x.to(heatmap.dtype), y.to(heatmap.dtype), s], dim=-1)  # (B, K, 3)
 
 

@@ -82,6 +82,14 @@ def test_scale_is_differentiable_at_the_selected_pixels_only():
     torch.testing.assert_close(h.grad[0][:, y, x], expected)
 
 
+def test_a_pick_where_the_heatmap_is_zero_gets_the_smallest_scale_not_zero():
+    h = torch.zeros(1, 2, 6, 6)
+    h[0, :, 1, 1] = torch.tensor([0.2, 0.6])  # one peak; every other pixel is exactly 0 at both scales
+    picks = topk_extract(h, 3, torch.tensor([10.0, 20.0]), nms=3)
+    assert picks[0, 0].tolist() == pytest.approx([1.0, 1.0, 17.5], abs=1e-4)
+    assert picks[0, 1:, 2].tolist() == [10.0, 10.0]  # eq. (4)'s 0 / (0 + eps) would give 0
+
+
 def test_scales_on_another_dtype_are_accepted():
     h = torch.rand(1, 2, 4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
     assert topk_extract(h, 2, torch.tensor([10.0, 20.0])).dtype == torch.float64
