@@ -16,12 +16,10 @@ import argparse
 import copy
 import json
 import math
-from pathlib import Path
 
 import torch
 from curves import ROOT, parse, setup
 
-from mistlib.extract import topk_extract
 from mistlib.training import batch_indices
 
 
@@ -48,24 +46,22 @@ def main(argv: list[str] | None = None) -> None:
         before = copy.deepcopy(trainer.state_dict())  # Adam updates its moments in place
         index = batch_indices(images.shape[0], config.batch_size, config.seed, trainer.step)
         batch, batch_labels = images[index], None if labels is None else labels[index]
-        with torch.no_grad():  # the windows and runner-ups this step starts from, as pick() takes them
-            picker = trainer.picker if trainer.picker is not None else model.heatmap_net
-            picks = topk_extract(
-                picker(batch), model.config.k + config.refine_jumps, model.scales, model.config.nms
-            )
+        with torch.no_grad():  # the windows and runner-ups this step starts from (trainer.pick's choice)
+            _, keypoints, alternatives = trainer.pick(batch, trainer.step < config.warmup_steps)
+        picked = keypoints if alternatives is None else torch.cat([keypoints, alternatives], 1)  # (B, K+J, 3)
         losses = trainer.train_step(batch, batch_labels)
         with torch.no_grad():
             heatmap = model.heatmap_net(batch)  # (B, S, H, W) after the local softmax
-        row = {"step": trainer.step, **losses, "min_pick_scale": float(picks[..., 2].min())}
+        row = {"step": trainer.step, **losses, "min_pick_scale": float(picked[..., 2].min())}
         row |= {"heatmap_max": float(heatmap.max()), "heatmap_zero": float((heatmap == 0).float().mean())}
         row |= {f"eta_{k}": v for k, v in size(model.heatmap_net).items()}
         row |= {f"tau_{k}": v for k, v in size(model.task_net).items()}
         print(json.dumps({k: round(v, 6) if isinstance(v, float) else v for k, v in row.items()}), flush=True)
         if not all(math.isfinite(v) for v in row.values()):
-            kept = Path(ROOT / "runs" / "research" / f"{args.name}.before{trainer.step}.pt")
+            kept = ROOT / "runs" / "research" / f"{args.name}.before{trainer.step}.pt"
             torch.save(before, kept)
             bad = [k for k, v in row.items() if not math.isfinite(v)]
-            print(f"first non-finite at step {trainer.step}: {', '.join(bad)}; weights before it in {kept}")
+            print(f"first non-finite at step {trainer.step}: {', '.join(bad)}; the state before it in {kept}")
             return
         trainer.step += 1
     print(f"no non-finite value up to step {args.until}")
