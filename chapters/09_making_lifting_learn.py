@@ -443,17 +443,17 @@ print(f"wall time of 2,000 steps: {narrow / 60:.0f} min at 16 channels, {wide / 
 # %% [markdown]
 # Width is what helps, not depth: doubling the channels gains about ten points at the same budget, for a
 # few percent more wall time, and four blocks at 16 channels gain nothing. The 32 × 4 run climbed nearly
-# as fast but stopped at step 1,473 with a
-# NaN loss, so its curve ends at its last measurement. Replaying it showed why: its local softmax had
-# underflowed to exact zeros over part of the image, $\mathcal{E}_K$ picked a pixel where the heatmap was
-# zero at every scale, and eq. (4) then gives a scale of $0 / (0 + \epsilon) = 0$, a window of no size that
-# the inverse sampler divides by. $\mathcal{E}_K$ now clamps the scale into the range of the scales it
-# averages (`mistlib.extract.topk_extract`), and the replayed run went through step 1,473 with a finite loss.
+# as fast but stopped at step 1,473 with a NaN loss, so its curve ends at its last measurement. Replaying
+# it showed why: its local softmax had underflowed to exact zeros over part of the image, $\mathcal{E}_K$
+# picked a pixel where the heatmap was zero at every scale, and eq. (4) then gives a scale of
+# $0 / (0 + \epsilon) = 0$, a window of no size that the inverse sampler divides by. $\mathcal{E}_K$ now
+# clamps the scale into the range of the scales it averages (`mistlib.extract.topk_extract`), and the
+# replayed run went through step 1,473 with a finite loss.
 #
 # The CPU recipe now gives MIST's heatmap network on MNIST hard 32 channels and trains it for 2,000 steps;
 # naive top-K, the same model trained without lifting, gets the same width, so chapter 6's comparison
-# stays fair. The shipped
-# model is the `32 ch × 2 blocks` run repeated by `mist train`, and the classification model starts from it.
+# stays fair. The shipped model is the `32 ch × 2 blocks` run repeated by `mist train`, and the
+# classification model starts from it.
 
 # %%
 shipped = {
