@@ -9,11 +9,13 @@ A lifting-trained classifier cannot beat what its network reaches here.
 
     python research/classifier_capacity.py --loss eq7 --steps 1500
     python research/classifier_capacity.py --loss patch --steps 1500
+    python research/classifier_capacity.py --loss eq7 --steps 1500 --model '{"task_width": 32}'
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 
@@ -34,9 +36,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=300)
     parser.add_argument("--train", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model", type=json.loads, default={}, help='MISTConfig overrides, e.g. {"task_width": 32}'
+    )
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     experiment = recipe("classify", "mnist-hard", "mist", budget="cpu", seed=args.seed)
+    experiment.model = dataclasses.replace(experiment.model, **args.model)
     model = build_model(experiment)
     k, scales = model.config.k, model.scales
     train = dataset_tensors(make_dataset(experiment, "train", args.train))
@@ -51,8 +57,10 @@ def main(argv: list[str] | None = None) -> None:
         metrics = DetectionMetrics()
         metrics.update(out.keypoints, out.logits, boxes, labels, valid)
         result = metrics.compute()
-        print(json.dumps({"loss": args.loss, "step": step, "wall_s": round(time.time() - start, 1),
-                          "classification": round(result["classification"], 4)}), flush=True)  # fmt: skip
+        wall = round(time.time() - start, 1)
+        accuracy = round(result["classification"], 4)
+        print(json.dumps({"loss": args.loss, "model": args.model, "step": step, "wall_s": wall,
+                          "classification": accuracy}), flush=True)  # fmt: skip
 
     generator = torch.Generator().manual_seed(args.seed)
     for step in range(1, args.steps + 1):
