@@ -64,7 +64,7 @@ class LiftingConfig(TrainConfig):
     lr_schedule: str = "constant"  # "cosine": both learning rates decay to 0 over the lifting steps
     pick_ema: float = 0.0  # > 0: stage 1 picks x from a moving average of eta with this decay (a target net)
     snapshot_every: int = 0  # record the probe images into the training log every n steps (0: never)
-    # Speed switches on the one step (all off: fp32 eager, what every chapter and shipped model uses)
+    # Speed switches on the one step (all off: fp32 eager; the cpu recipe turns channels_last on)
     amp: bool = False  # bf16 autocast of both networks; heatmap, keypoints and losses stay float32
     channels_last: bool = False  # NHWC memory format for both networks' convolutions
     fused_adam: bool = False  # Adam's fused kernels for tau and eta (foreach where fused is unavailable)
