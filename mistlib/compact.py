@@ -21,19 +21,27 @@ class CompactEncoder(nn.Module):
     """``levels`` x [3x3 stride-2 conv, ReLU], channels ``w, 2w, 4w, ...``, then a dense layer to the code.
 
     (N, C, P, P) -> (N, D), D = ``code``. The first conv sees the raw patch, as in
-    :class:`~mistlib.tasks.PatchEncoder` (no normalisation that would hide contrast).
+    :class:`~mistlib.tasks.PatchEncoder` (no normalisation that would hide contrast). ``depth`` adds that
+    many [3x3 stride-1 conv, ReLU] after each stride-2 one: a deeper encoder at the same resolutions
+    (research/README.md §17: depth 1 names more digits for about twice the FLOPs).
 
     Example:
         >>> CompactEncoder(channels=1, width=4, levels=2, code=8, patch_size=8)(torch.rand(3, 1, 8, 8)).shape
         torch.Size([3, 8])
+        >>> deeper = CompactEncoder(channels=1, width=4, levels=2, code=8, patch_size=8, depth=1)
+        >>> sum(isinstance(layer, nn.Conv2d) for layer in deeper.layers), deeper(torch.rand(3, 1, 8, 8)).shape
+        (4, torch.Size([3, 8]))
     """
 
-    def __init__(self, channels: int, width: int, levels: int, code: int, patch_size: int) -> None:
+    def __init__(
+        self, channels: int, width: int, levels: int, code: int, patch_size: int, depth: int = 0
+    ) -> None:
         super().__init__()
         widths = [channels] + [width * 2**level for level in range(levels)]
         layers: list[nn.Module] = []
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1), nn.ReLU()]  # side / 2
+            layers += _same_size_convs(c_out, depth)
         side = patch_size // 2**levels
         self.layers = nn.Sequential(*layers, nn.Flatten(), nn.Linear(widths[-1] * side * side, code))
         self.latent_dim = code
@@ -45,7 +53,8 @@ class CompactEncoder(nn.Module):
 class CompactDecoder(nn.Module):
     """The encoder's mirror: dense layer, ``levels`` x [4x4 stride-2 transposed conv], sigmoid.
 
-    (N, D) -> (N, C, P, P) in (0, 1).
+    (N, D) -> (N, C, P, P) in (0, 1). ``depth`` adds that many [3x3 stride-1 conv, ReLU] after each
+    transposed conv but the last, as in :class:`CompactEncoder`.
 
     Example:
         >>> out = CompactDecoder(channels=1, width=4, levels=2, code=8, patch_size=8)(torch.rand(3, 8))
@@ -53,7 +62,9 @@ class CompactDecoder(nn.Module):
         (torch.Size([3, 1, 8, 8]), True)
     """
 
-    def __init__(self, channels: int, width: int, levels: int, code: int, patch_size: int) -> None:
+    def __init__(
+        self, channels: int, width: int, levels: int, code: int, patch_size: int, depth: int = 0
+    ) -> None:
         super().__init__()
         widths = [width * 2**level for level in reversed(range(levels))] + [channels]
         side = patch_size // 2**levels
@@ -62,15 +73,28 @@ class CompactDecoder(nn.Module):
         layers.append(nn.Unflatten(1, self.latent_shape))
         for index, (c_in, c_out) in enumerate(zip(widths[:-1], widths[1:], strict=True)):
             layers.append(nn.ConvTranspose2d(c_in, c_out, 4, stride=2, padding=1))  # side x 2
-            layers.append(nn.ReLU() if index < levels - 1 else nn.Sigmoid())
+            if index < levels - 1:
+                layers += [nn.ReLU(), *_same_size_convs(c_out, depth)]
+            else:
+                layers.append(nn.Sigmoid())
         self.layers = nn.Sequential(*layers)
 
     def forward(self, latent: torch.Tensor) -> torch.Tensor:
         return self.layers(latent)  # (N, C, P, P)
 
 
+def _same_size_convs(channels: int, depth: int) -> list[nn.Module]:
+    """``depth`` x [3x3 stride-1 conv, ReLU] at ``channels`` channels (the ``depth`` of the compact nets)."""
+    return [layer for _ in range(depth) for layer in (nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU())]
+
+
 def compact_autoencoder(
-    channels: int = 1, width: int = 16, levels: int = 3, code: int = 64, patch_size: int = 32
+    channels: int = 1,
+    width: int = 16,
+    levels: int = 3,
+    code: int = 64,
+    patch_size: int = 32,
+    depth: int = 0,
 ) -> PatchAutoencoder:
     """A :class:`~mistlib.tasks.PatchAutoencoder` built from :class:`CompactEncoder` and
     :class:`CompactDecoder`: patches (..., C, P, P) -> (..., C, P, P) through a ``code``-number latent.
@@ -83,7 +107,7 @@ def compact_autoencoder(
         (torch.Size([2, 9, 1, 32, 32]), torch.Size([5, 64]))
     """
     check_layout(channels, width, levels, patch_size)
-    layout = (channels, width, levels, code, patch_size)
+    layout = (channels, width, levels, code, patch_size, depth)
     return PatchAutoencoder(
         channels, patch_size=patch_size, parts=(CompactEncoder(*layout), CompactDecoder(*layout))
     )
@@ -96,6 +120,7 @@ def compact_classifier(
     levels: int = 3,
     code: int = 64,
     patch_size: int = 32,
+    depth: int = 0,
 ) -> PatchClassifier:
     """A :class:`~mistlib.tasks.PatchClassifier` on a :class:`CompactEncoder`: (..., C, P, P) -> logits.
 
@@ -104,5 +129,5 @@ def compact_classifier(
         torch.Size([2, 9, 10])
     """
     check_layout(channels, width, levels, patch_size)
-    encoder = CompactEncoder(channels, width, levels, code, patch_size)
+    encoder = CompactEncoder(channels, width, levels, code, patch_size, depth)
     return PatchClassifier(channels, num_classes, patch_size=patch_size, encoder=encoder)

@@ -59,6 +59,7 @@ class MISTConfig:
     task_network: str = "paper"  # "paper": the §8 networks; "compact": mistlib.compact (CPU preset)
     task_width: int = 8  # base width of the task network (channels 8, 16, ..., 128; §8)
     task_code: int = 64  # latent size of the compact task networks (the §8 ones: 16 * task_width)
+    task_depth: int = 0  # stride-1 convolutions added per level of the compact task networks
     num_classes: int = 10  # classes of the classification task (digits)
     background: float = 0.0  # image value where no instance is; eq. (6) places patches on this canvas
     # how placed patches combine: "max" (pixelwise, as our scenes are drawn; needs background 0) or "sum"
@@ -73,6 +74,8 @@ class MISTConfig:
             check_positive_int(name, getattr(self, name))
         for name in ("task_width", "task_code", "num_classes", "softmax_kernel"):
             check_positive_int(name, getattr(self, name))
+        if isinstance(self.task_depth, bool) or not isinstance(self.task_depth, int) or self.task_depth < 0:
+            raise ValueError(f"task_depth must be a non-negative integer, got {self.task_depth!r}")
         for name in ("reference_size", "softmax_strength", "background"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -143,12 +146,14 @@ def build_task_network(config: MISTConfig) -> nn.Module:
     """
     c, width = config, config.task_width
     if c.task == "reconstruct" and c.task_network == "compact":
-        return compact_autoencoder(c.in_channels, width, code=c.task_code, patch_size=c.patch_size)
+        return compact_autoencoder(
+            c.in_channels, width, code=c.task_code, patch_size=c.patch_size, depth=c.task_depth
+        )
     if c.task == "reconstruct":
         return PatchAutoencoder(channels=c.in_channels, base_width=width, patch_size=c.patch_size)
     if c.task_network == "compact":
         return compact_classifier(
-            c.in_channels, c.num_classes, width, code=c.task_code, patch_size=c.patch_size
+            c.in_channels, c.num_classes, width, code=c.task_code, patch_size=c.patch_size, depth=c.task_depth
         )
     return PatchClassifier(c.in_channels, c.num_classes, base_width=width, patch_size=c.patch_size)
 

@@ -28,6 +28,21 @@ def test_compact_shapes_and_sizes():
     assert isinstance(classifier, PatchClassifier) and classifier(torch.rand(3, 1, 32, 32)).shape == (3, 7)
 
 
+def test_depth_adds_same_size_convolutions_on_both_sides():
+    # depth d adds d stride-1 3x3 convs (c -> c) per level: 3 levels of the encoder, 2 of the decoder
+    plain, deeper = compact_autoencoder(), compact_autoencoder(depth=1)
+    added = sum(p.numel() for p in deeper.parameters()) - sum(p.numel() for p in plain.parameters())
+    per_level = {c: c * c * 9 + c for c in (16, 32, 64)}
+    assert added == 2 * per_level[16] + 2 * per_level[32] + per_level[64]
+    assert deeper(torch.rand(2, 3, 1, 32, 32)).shape == (2, 3, 1, 32, 32)
+    classifier = build_task_network(MISTConfig(task="classify", task_network="compact", task_width=16))
+    deep_classifier = build_task_network(
+        MISTConfig(task="classify", task_network="compact", task_width=16, task_depth=2)
+    )
+    convs = [sum(isinstance(m, torch.nn.Conv2d) for m in c.modules()) for c in (classifier, deep_classifier)]
+    assert convs == [3, 9] and deep_classifier(torch.rand(4, 1, 32, 32)).shape == (4, 10)
+
+
 def test_compact_autoencoder_learns_mnist_patches():
     torch.manual_seed(0)
     scenes = MNISTHard("train", size=32, seed=0)

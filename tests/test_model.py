@@ -85,6 +85,8 @@ def test_bad_input_is_named():
         ("scales", (0.0, 1.0)),
         ("composite", "mean"),
         ("nms", 4),
+        ("task_depth", -1),
+        ("task_depth", 1.5),
     ],
 )
 def test_config_is_validated(field, value):

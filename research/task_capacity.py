@@ -1,0 +1,93 @@
+"""What can the compact task network do when every window sits on a digit's true box?
+
+A diagnostic, not lifting: a fresh MIST of the cpu recipe (``--task classify`` or ``reconstruct``, MNIST hard)
+trains only its task network tau on windows at the digits' true boxes (``oracle_boxes.box_keypoints``) of the
+training images. The loss is the one lifting uses (``task``: eq. (7) for classification, eq. (6) with the
+recipe's composite for reconstruction) or one per window (``patch``: a cross-entropy against the box's own
+label, or each patch against its own input), which needs location supervision. Every ``--every`` steps it
+prints the multiset classification accuracy, or the RMSE, at the true boxes of ``--val`` validation images
+(seed VALIDATION_SEED). A lifting-trained task network cannot beat what its network reaches here.
+
+    python research/task_capacity.py --loss task --steps 3000
+    python research/task_capacity.py --loss patch --steps 3000
+    python research/task_capacity.py --loss task --steps 3000 --model '{"task_depth": 0}'  # before §17
+    python research/task_capacity.py --task reconstruct --loss patch --steps 3000 --model '{"task_code": 128}'
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import time
+
+import torch
+import torch.nn.functional as F
+from oracle_boxes import box_keypoints
+
+from mistlib.evaluation import VALIDATION_SEED
+from mistlib.experiments import build_model, dataset_tensors, make_dataset, recipe
+from mistlib.metrics import DetectionMetrics, rmse
+from mistlib.sampler import sample_patches
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--task", choices=("classify", "reconstruct"), default="classify")
+    parser.add_argument("--loss", choices=("task", "patch"), default="task")
+    parser.add_argument("--steps", type=int, default=1500)
+    parser.add_argument("--every", type=int, default=250)
+    parser.add_argument("--val", type=int, default=300)
+    parser.add_argument("--train", type=int, default=10000)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--model", type=json.loads, default={}, help='MISTConfig overrides, e.g. {"task_width": 32}'
+    )
+    args = parser.parse_args(argv)
+    torch.manual_seed(args.seed)
+    experiment = recipe(args.task, "mnist-hard", "mist", budget="cpu", seed=args.seed)
+    experiment.model = dataclasses.replace(experiment.model, **args.model)
+    model = build_model(experiment)
+    k, scales = model.config.k, model.scales
+    train = dataset_tensors(make_dataset(experiment, "train", args.train))
+    val = dataset_tensors(make_dataset(experiment, "test", args.val, seed=VALIDATION_SEED))
+    optimizer = torch.optim.Adam(model.task.parameters(), lr=1e-3)
+    start = time.time()
+
+    def measure(step: int) -> None:
+        images, boxes, labels, valid = val
+        with torch.no_grad():
+            out = model.run_task(images, box_keypoints(boxes, valid, k, scales))
+        if args.task == "reconstruct":
+            name, value = "rmse", rmse(images, out.reconstruction.clamp(0, 1))
+        else:
+            metrics = DetectionMetrics()
+            metrics.update(out.keypoints, out.logits, boxes, labels, valid)
+            name, value = "classification", metrics.compute()["classification"]
+        wall = round(time.time() - start, 1)
+        print(json.dumps({"task": args.task, "loss": args.loss, "model": args.model, "step": step,
+                          "wall_s": wall, name: round(value, 4)}), flush=True)  # fmt: skip
+
+    generator = torch.Generator().manual_seed(args.seed)
+    for step in range(1, args.steps + 1):
+        index = torch.randint(0, args.train, (32,), generator=generator)
+        images, boxes, labels, valid = (t[index] for t in train)
+        keypoints = box_keypoints(boxes, valid, k, scales)
+        if args.loss == "task":
+            loss = model.task_loss(images, model.run_task(images, keypoints), labels)
+        elif args.task == "reconstruct":  # each patch against the window it was given
+            patches = sample_patches(images, keypoints, model.config.patch_size)  # (B, K, C, P, P)
+            loss = F.mse_loss(model.task_net(patches), patches)
+        else:  # each window against its own box's label (padding windows repeat box 0, so its label)
+            own = torch.where(valid, labels, labels[:, :1])[:, :k]  # (B, K)
+            logits = model.run_task(images, keypoints).logits
+            loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), own.reshape(-1))
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if step % args.every == 0:
+            measure(step)
+
+
+if __name__ == "__main__":
+    main()
