@@ -275,12 +275,12 @@ print("resized image sides:", sides, " FLOPs per pixel of the trunk:", per_pixel
 # %% [markdown]
 # **Time per step on this CPU.** A training step of Algorithm 1 runs stage 1 (update $\tau$), stage 2
 # (refine the keypoints: `refine_iterations` forward and backward passes of the task network) and stage 3
-# (regress the heatmap); during the warm-up only stage 1 runs, on random windows. The cell times one step
-# of each kind on one thread (the fastest of three, since other work on the machine only adds time), and
-# extrapolates to a whole recipe. The GPU recipe is timed on a batch of 8
-# instead of 32 to keep this chapter quick (a step's time grows about linearly with the batch on a CPU).
-# Your numbers will differ, and so will this cell's output from run to run, which is why it is not
-# regression-tested.
+# (regress the heatmap); during the warm-up only stage 1 runs, on random windows or (the cpu recipe on
+# MNIST, `warmup_windows`) on the heatmap's picks. The cell times one step of each kind on one thread (the
+# fastest of three, since other work on the machine only adds time), and extrapolates to a whole recipe.
+# The GPU recipe is timed on a batch of 8 instead of 32 to keep this chapter quick (a step's time grows
+# about linearly with the batch on a CPU). Your numbers will differ, and so will this cell's output from run
+# to run, which is why it is not regression-tested.
 
 # %%
 # NBVAL_IGNORE_OUTPUT

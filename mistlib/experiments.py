@@ -168,8 +168,15 @@ def recipe(
         >>> classify = recipe("classify", "mnist-hard", "mist", budget="cpu")
         >>> small.train["lr_heatmap"], "lr_heatmap" in classify.train
         (0.001, False)
-        >>> small.train["pick_ema"], easy.train["pick_ema"], small.train["channels_last"]  # research §16
-        (0.95, 0.99, True)
+        >>> classify.model.task_depth, small.model.task_depth  # research §17: a deeper compact classifier
+        (1, 0)
+        >>> full_classify = recipe("classify", "mnist-hard", "mist")
+        >>> classify.train["warmup_windows"], full_classify.train.get("warmup_windows")
+        ('heatmap', None)
+        >>> small.train["pick_ema"], easy.train["pick_ema"], classify.train["pick_ema"]  # research §17
+        (0.0, 0.0, 0.99)
+        >>> small.train["channels_last"]  # research §16: the same step, faster on a CPU
+        True
         >>> recipe("reconstruct", "gabor", "grid").model.composite  # impulses on grey add up (eq. 6)
         'sum'
         >>> compact = recipe("reconstruct", "mnist-hard", "mist", budget="cpu", preset="compact")
@@ -207,18 +214,20 @@ def recipe(
         if method == "mist" and task == "classify":
             # research/README.md §10: eta starts from the reconstruction run's (K the only supervision there)
             init_heatmap = f"reconstruct-{data}-mist"
+            # §17: one stride-1 convolution after each stride-2 one lets the compact classifier name more
+            # digits, and it warms up on that eta's picks (random windows left the deeper one at chance)
+            model = dataclasses.replace(model, task_depth=1)
+            train.update(warmup_windows="heatmap")
         if method == "mist" and data != "gabor":
             # research/README.md §11: fewer doubled picks (13 x 13 suppression) and stage 2 may move a
             # keypoint to one of E_K's next 4 picks; measured on digits, not on the dense Gabor impulses
             model = dataclasses.replace(model, nms=13)
             train.update(refine_jumps=4)
         if method == "mist" and mnist_reconstruction:
-            # research/README.md §13: stage 2's targets run ahead of the picks; eta follows them 10x faster
-            train.update(lr_heatmap=1e-3)
-        if method == "mist" and task == "reconstruct" and data == "mnist-hard":
-            # research/README.md §16: a 0.99 average of an eta that learns at 1e-3 picks where eta was some
-            # 100 steps ago; a 0.95 average follows it within about 20 and finds more digits sooner
-            train.update(pick_ema=0.95)
+            # research/README.md §13: stage 2's targets run ahead of the picks; eta follows them 10x faster.
+            # §16-17: a 0.99 average of an eta that learns at 1e-3 picks where eta was some 100 steps ago;
+            # picks from eta itself find more digits sooner, and more in the end
+            train.update(lr_heatmap=1e-3, pick_ema=0.0)
     if preset is not None:
         if preset not in PRESETS:
             raise ValueError(f"preset must be one of {', '.join(PRESETS)}; got {preset!r}")

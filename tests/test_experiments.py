@@ -67,6 +67,14 @@ def test_cpu_budget_is_smaller_but_the_same_method():
     }
     wide = {("mnist-hard", method) for method in ("mist", "naive", "channelwise")}
     assert widths == {key: 32 if key in wide else 16 for key in widths}
+    # research §17: MIST's compact classifier is one stride-1 convolution per level deeper; the auto-encoders
+    # and the baselines' classifiers are not
+    depths = {
+        (task, method): recipe(task, "mnist-hard", method, budget="cpu").model.task_depth
+        for task in ("reconstruct", "classify")
+        for method in ("mist", "naive", "channelwise", "grid")
+    }
+    assert depths == {key: int(key == ("classify", "mist")) for key in depths}
     assert small.train["steps"] < full.train["steps"] and small.model.task_network == "compact"
     assert 0 < small.train["warmup_steps"] < small.train["steps"]  # lifting does run after the warm-up
     assert (small.model.k, small.model.scales) == (full.model.k, full.model.scales)
