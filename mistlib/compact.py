@@ -23,7 +23,7 @@ class CompactEncoder(nn.Module):
     (N, C, P, P) -> (N, D), D = ``code``. The first conv sees the raw patch, as in
     :class:`~mistlib.tasks.PatchEncoder` (no normalisation that would hide contrast). ``depth`` adds that
     many [3x3 stride-1 conv, ReLU] after each stride-2 one: a deeper encoder at the same resolutions
-    (research/README.md §17: depth 1 names more digits for about twice the FLOPs).
+    (research/README.md §17: at depth 1 the classifier names more digits, and trains in about twice the time).
 
     Example:
         >>> CompactEncoder(channels=1, width=4, levels=2, code=8, patch_size=8)(torch.rand(3, 1, 8, 8)).shape
