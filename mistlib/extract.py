@@ -98,9 +98,11 @@ def topk_extract(heatmap: torch.Tensor, k: int, scales: torch.Tensor, nms: int =
     peak = heatmap.amax(dim=1)  # (B, H, W), eq. (3) on the raw h
     if nms > 1:
         local_max = window_max(peak[:, None], nms, nms // 2)[:, 0]  # (B, H, W)
-        # every local maximum ranks above every other pixel; the others keep their order among themselves
-        lift = (peak.amax() - peak.amin() + 1).detach()
-        peak = peak + lift * (peak == local_max)
+        # every local maximum ranks above every other pixel: the others are shifted below the lowest score,
+        # and keep their order among themselves; the maxima keep their exact scores, so two maxima that
+        # differ by less than the shift's float rounding (say 1e-16 and 0) are still ranked apart
+        drop = (peak.amax() - peak.amin() + 1).detach()
+        peak = torch.where(peak == local_max, peak, peak - drop)
     index = peak.flatten(1).topk(k, dim=1, sorted=True).indices  # (B, K)
     y = torch.div(index, width, rounding_mode="floor")  # (B, K) rows
     x = index - y * width  # (B, K) columns

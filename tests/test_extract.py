@@ -143,6 +143,15 @@ def test_nms_gives_each_peak_one_pick_then_fills_with_the_best_other_pixels(nms)
     assert (picks[0, 2, :2] - torch.tensor([3.0, 4.0])).abs().max() == 1
 
 
+def test_nms_ranks_local_maxima_by_their_exact_scores():
+    # a strong peak and two faint local maxima, 0 and 1e-16 (underflowed softmax): the second pick must be
+    # the 1e-16 one, although adding a shift of about 1 to both would make them equal in float32
+    h = torch.zeros(1, 1, 1, 9)
+    h[0, 0, 0, 4], h[0, 0, 0, 8] = 1.0, 1e-16  # the 0 at column 0 is a local maximum too, and comes first
+    picks = topk_extract(h, 2, torch.tensor([10.0]), nms=3)
+    assert picks[0, :, 0].tolist() == [4.0, 8.0]
+
+
 def test_nms_one_is_plain_top_k():
     h = torch.rand(3, 2, 9, 11, generator=torch.Generator().manual_seed(0))
     scales = torch.tensor([10.0, 20.0])
