@@ -206,7 +206,8 @@ assert pairs > 0  # so the check is not vacuous
 # §3 places an explicit non-maximum suppression between the heatmap and the top-K, and the authors' public
 # code keeps only the pixels that are the largest of their $5 \times 5$ neighbourhood. So does
 # `mistlib` by default (`MISTConfig.nms = 5`); our MNIST MIST models use a wider $13 \times 13$ window
-# (appendix chapter 9, §9.6). The end of this section shows why the softmax alone does not suffice.
+# and our Gabor model $9 \times 9$ (appendix chapter 9, §9.6 and §9.11). The end of this section shows why
+# the softmax alone does not suffice.
 #
 # The **scale** of each patch is a weighted mean of the S scales, the weights being the heatmap's responses
 # at that pixel (eq. 4), made to sum to one by the normalisation of eq. (2):

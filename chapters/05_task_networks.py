@@ -81,8 +81,9 @@ print("K =", autoencoder.config.k, "patches of", autoencoder.config.patch_size, 
 # max-pooling, channels doubling from 8 to 128) to a $128 \times 1 \times 1$ code, five levels up
 # (transposed convolutions) and a sigmoid output, with layer normalisation before the convolutions. The
 # checkpoint shipped with this book uses the compact version of chapter 8 (`mistlib.compact`: one strided
-# convolution per level, a 64-number code), which a CPU trains in minutes; the cell below prints which one
-# it loaded.
+# convolution per level), which a CPU trains in minutes, with the 128-number code of §8 (compact's default
+# is 64; the larger code reconstructs the crowded MNIST-hard digits better, chapter 9 §9.11). The cell
+# below prints which network it loaded and the size of its code.
 #
 # One design choice matters for MIST as a whole: the encoder and decoder are joined **only** through that
 # code, with no U-Net style skip connections. With skips, the decoder could copy any window straight to its
@@ -102,7 +103,7 @@ print(f"encoder {count['encoder']:,} and decoder {count['decoder']:,} parameters
 print("patches", tuple(out.patches.shape), "-> codes", tuple(codes.shape), "-> decoded",
       tuple(out.task_output.shape))  # fmt: skip
 compact = ae_experiment.model.task_network == "compact"
-print("task network:", "compact (mistlib.compact)" if compact else "§8")
+print("task network:", "compact (mistlib.compact)" if compact else "§8", f"({codes.shape[-1]}-number code)")
 assert codes.shape[-1] == (ae_experiment.model.task_code if compact else 128)  # the bottleneck
 assert float(out.task_output.min()) > 0 and float(out.task_output.max()) < 1  # sigmoid output
 with torch.no_grad():

@@ -57,7 +57,7 @@ from mistlib.experiments import (
     make_dataset,
     pretrained,
 )
-from mistlib.metrics import DetectionMetrics
+from mistlib.metrics import DetectionMetrics, rmse
 from mistlib.viz.curves import plot_curves
 
 ROOT = Path(mistlib.__file__).resolve().parents[1]  # the repository, wherever the kernel runs
@@ -245,7 +245,7 @@ for points in seeds.values():
 # pick is *doubled* when its digit already has a nearer pick, and a digit is *missed* when no pick comes
 # within 8 px of its centre. With nine windows for nine digits, every doubled pick costs a digit. The
 # third line is the model trained with both remedies below (kept as
-# `research/checkpoints/reconstruct-mnist-hard-mist-recipe12.pt`), the last the model shipped now (§9.10).
+# `research/checkpoints/reconstruct-mnist-hard-mist-recipe12.pt`), the last the model shipped now (§9.11).
 
 # %%
 kept = ROOT / "research" / "checkpoints" / "reconstruct-mnist-hard-mist-recipe10.pt"
@@ -571,13 +571,13 @@ assert (now > then).all()  # localisation, classification and both all gain
 # If a 0.95 average beat a 0.99 one because the average lags, is an average needed at all once $\eta$
 # learns at $10^{-3}$? A third run at the same budget took its picks from $\eta$ itself (`pick_ema=0`, no
 # copy of the network). It is the recipe now for reconstruction on MNIST (the same change also helped on
-# MNIST easy), and its run is the shipped MNIST-hard model (`research/README.md` §17).
+# MNIST easy), and its run was the shipped MNIST-hard model until §9.11 (`research/README.md` §17).
 
 # %%
 no_average = {
     "0.99 average (§9.8)": keep_up["0.99 average (§9.8)"],
     "0.95 average (§9.9)": keep_up["0.95 average"],
-    "η itself (shipped)": pretrained("reconstruct-mnist-hard-mist")[2]["validation"],
+    "η itself": read_curve(curves_dir / "recon-ema0.jsonl")[1],
 }
 fig = plot_curves(no_average, reference=untrained, start=warmup)
 fig
@@ -601,14 +601,14 @@ for name, points in at_step.items():
 # at first learned nothing during the warm-up, because its warm-up windows were random while its only
 # signal is the image-level label of eq. (7); it catches up only once lifting puts its windows on digits.
 # Since $\eta$ comes from the reconstruction model, which already finds most digits, the warm-up now uses
-# $\eta$'s picks too. Three seeds of the new recipe (seed 0 is the shipped model), beside §9.9's seed 0:
+# $\eta$'s picks too. Three seeds of that recipe (seed 0 was the shipped model until §9.11), beside §9.9's
+# seed 0:
 
 # %%
 deeper = {
     "§9.9, seed 0": seeds_now["seed 0"],
     "deeper, random warm-up": read_curve(curves_dir / "cls-depth1.jsonl")[1],
-    "deeper, η's picks, seed 0 (shipped)": pretrained("classify-mnist-hard-mist")[2]["validation"],
-    **{f"deeper, η's picks, seed {s}": read_curve(curves_dir / f"cls17-seed{s}.jsonl")[1] for s in (1, 2)},
+    **{f"deeper, η's picks, seed {s}": read_curve(curves_dir / f"cls17-seed{s}.jsonl")[1] for s in (0, 1, 2)},
 }
 fig = plot_curves(deeper, metrics=("iou50", "classification"))
 fig
@@ -631,9 +631,9 @@ print("three seeds of the new recipe, mean at the end:", ", ".join(f"{k} {v:.1f}
 
 # %%
 points = {name: {p["step"]: p for p in curve} for name, curve in no_average.items()}
-itself, averaged = points["η itself (shipped)"], points["0.95 average (§9.9)"]
+itself, averaged = points["η itself"], points["0.95 average (§9.9)"]
 assert all(itself[step]["iou50"] > averaged[step]["iou50"] for step in (1000, 1500, 2000))
-step, best, last = best_and_last(no_average["η itself (shipped)"])
+step, best, last = best_and_last(no_average["η itself"])
 assert last > best - 0.02  # no slide back without the average
 assert warm_end["deeper, random warm-up"]["classification"] < 0.2  # random windows: still at chance
 for name, points in final.items():
@@ -641,3 +641,120 @@ for name, points in final.items():
 for name, points in deeper.items():
     step, best, last = best_and_last(points)
     assert last > best - 0.05, name  # no seed collapses
+
+# %% [markdown]
+# ## 9.11 A larger code for crowded digits, a wider suppression for overlapping impulses
+#
+# The auto-encoder is the other half of the RMSE. Trained with location supervision on the true boxes
+# (`research/task_capacity.py`, a diagnostic), the compact auto-encoder with a 128-number code reconstructs
+# MNIST hard better than with compact's 64 (`research/README.md` §17). In lifting, with everything else as in
+# §9.10, the larger code is a little behind at step 750, level at step 1,000, once stage 2 has put most
+# windows on digits, and ahead from then on, in RMSE and in digits found; it is the recipe now for MIST on
+# MNIST hard (`MISTConfig.task_code = 128`) and its run is the shipped model. On MNIST easy one run with the
+# larger code ended level, so that row keeps 64.
+
+# %%
+code = {
+    "code 64 (§9.10)": no_average["η itself"],
+    "code 128 (shipped)": pretrained("reconstruct-mnist-hard-mist")[2]["validation"],
+}
+fig = plot_curves(code, reference=untrained, start=warmup)
+fig
+
+# %%
+print_reconstruction_curves(code)
+at_step = {name: {p["step"]: p for p in points} for name, points in code.items()}
+for step in (1000, 1500, 2000):
+    print(
+        f"step {step:,}: "
+        + ", ".join(f"{name} RMSE {points[step]['rmse']:.3f}" for name, points in at_step.items())
+    )
+
+# %% [markdown]
+# The classification row starts $\eta$ from this model, so its three seeds were trained again (seed 0 is
+# the shipped model):
+
+# %%
+seeds18 = {
+    "seed 0 (shipped)": pretrained("classify-mnist-hard-mist")[2]["validation"],
+    **{f"seed {s}": read_curve(curves_dir / f"cls18-seed{s}.jsonl")[1] for s in (1, 2)},
+}
+fig = plot_curves(seeds18, metrics=("iou50", "classification"))
+fig
+
+# %%
+print_classification_curves(seeds18)
+means18 = {key: 100 * sum(p[-1][key] for p in seeds18.values()) / len(seeds18) for key in keys}
+print("mean of the three seeds at the end:", ", ".join(f"{k} {v:.1f}%" for k, v in means18.items()))
+print("the same in §9.10:                 ", ", ".join(f"{k} {v:.1f}%" for k, v in means.items()))
+
+# %% [markdown]
+# **Gabor noise.** Lifting barely moved the Gabor picks with the recipe of §9.3: their share with IoU≥50%
+# went from 65% to 66%. Two measurements say why. First, on 25 impulses in an $80 \times 80$ image the
+# authors' $5 \times 5$ suppression leaves many picks doubled on one impulse while others go without (the
+# same count as in §9.6). Second, and more surprising, the auto-encoder does not need the impulses: its 25
+# windows tile most of the image, and it reconstructs the image better at its own picks than at the true
+# impulses. A window that sits on an impulse is not rewarded as a window on a digit is, so stage 2 has
+# little to follow. Both measured on the validation images, for the model of the §9.3 recipe (kept as
+# `research/checkpoints/reconstruct-gabor-mist-recipe10.pt`) and the shipped one:
+
+# %%
+gabor_before, gabor_experiment, _ = load_model(
+    ROOT / "research" / "checkpoints" / "reconstruct-gabor-mist-recipe10.pt"
+)
+gabor_now = pretrained("reconstruct-gabor-mist")[0]
+g_images, g_boxes, _, g_valid = dataset_tensors(
+    make_dataset(gabor_experiment, "test", 300, seed=VALIDATION_SEED)
+)  # 25 impulses in every image, all with boxes of one side
+g_true = torch.cat(
+    [(g_boxes[..., :2] + g_boxes[..., 2:]) / 2, (g_boxes[..., 2:] - g_boxes[..., :2]).amax(-1, keepdim=True)],
+    -1,
+)  # (N, 25, 3): windows on the true impulses
+gabor_rmse = {}  # name -> [RMSE at its picks, RMSE at the true impulses]
+for name, gabor_model in (("5 × 5 (§9.3 recipe)", gabor_before), ("9 × 9 (shipped)", gabor_now)):
+    with torch.no_grad():
+        own = gabor_model(g_images)
+        placed = gabor_model.run_task(g_images, g_true)
+    coverage = pick_coverage(own.keypoints, g_boxes, g_valid)
+    gabor_rmse[name] = [rmse(g_images, run.reconstruction.clamp(0, 1)) for run in (own, placed)]
+    print(
+        f"{name:20s} picks doubled {100 * coverage['doubled']:.0f}%, impulses missed "
+        f"{100 * coverage['missed']:.0f}%; RMSE at its picks {gabor_rmse[name][0]:.3f}, "
+        f"at the true impulses {gabor_rmse[name][1]:.3f}"
+    )
+
+# %% [markdown]
+# A $9 \times 9$ suppression window (`MISTConfig.nms = 9` for Gabor; impulses can lie closer than digits, so
+# the window is narrower than MNIST's 13) wastes fewer windows on doubled picks (the shipped model's line
+# above), and lifting then finds more of the impulses within the same 1,200 steps:
+
+# %%
+gabor_curves = {
+    "5 × 5 (§9.3 recipe)": read_curve(curves_dir / "gabor-nms5.jsonl")[1],
+    "9 × 9 (shipped)": pretrained("reconstruct-gabor-mist")[2]["validation"],
+}
+fig = plot_curves(gabor_curves)
+fig
+
+# %%
+print_reconstruction_curves(gabor_curves)
+
+# %% [markdown]
+# That finds more impulses but is not a cure: the shipped auto-encoder, too, reconstructs the image better
+# at its own picks than at the true impulses (printed above), which is why the Gabor curves move so little
+# compared with MNIST's. What would make a window on an impulse pay off (a code too small to copy texture,
+# for instance) is the next question (`research/README.md` §18).
+
+# %%
+code_points = {name: {p["step"]: p for p in points} for name, points in code.items()}
+assert all(
+    code_points["code 128 (shipped)"][step]["rmse"] < code_points["code 64 (§9.10)"][step]["rmse"]
+    for step in (1250, 1500, 1750, 2000)
+)
+for name, points in seeds18.items():
+    step, best, last = best_and_last(points)
+    assert last > best - 0.05, name  # no seed collapses
+assert (
+    best_and_last(gabor_curves["9 × 9 (shipped)"])[2] > best_and_last(gabor_curves["5 × 5 (§9.3 recipe)"])[2]
+)
+assert all(at_picks < at_true for at_picks, at_true in gabor_rmse.values())  # texture, not impulses

@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> None:
     with out.open("w") as log:
         header = {"name": args.name, "argv": sys.argv[1:], "experiment": dataclasses.asdict(experiment)}
         log.write(json.dumps(header) + "\n")
-        for stop in [0, *range(args.every, args.steps + 1, args.every)]:
+        stops = [0, *range(args.every, args.steps + 1, args.every)]
+        for stop in stops + ([args.steps] if stops[-1] != args.steps else []):
             if stop:
                 trainer.fit(images, labels, steps=stop)
                 if args.state:  # weights, optimisers, picker and step, to replay a stretch of the run

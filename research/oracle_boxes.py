@@ -5,8 +5,11 @@ For each checkpoint, on ``--val`` validation images (seed ``VALIDATION_SEED``), 
 picks, E_K of its heatmap) and of the same task network placed on the digits' true boxes (centre and side, the
 side clamped to the model's scale range; an image with fewer than K digits repeats its first box, which the
 max composite ignores). The second number is what perfect localisation would give this task network: a bound
-that better picks alone cannot pass.
+that better picks alone cannot pass. ``--shifts 2 4`` also places the windows on the true boxes moved by
+that many pixels, each in its own random direction (reconstruction): how much the task network's loss
+rewards a window on an instance's centre at all.
 
+    python research/oracle_boxes.py data/checkpoints/reconstruct-gabor-mist.pt --shifts 1 2 4 8
     python research/oracle_boxes.py data/checkpoints/reconstruct-mnist-hard-mist.pt \
         data/checkpoints/reconstruct-mnist-hard-grid.pt data/checkpoints/classify-mnist-hard-mist.pt
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 
 import torch
 
@@ -36,6 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--val", type=int, default=100)
+    parser.add_argument("--shifts", type=float, nargs="*", default=[], help="px off the true centres")
     args = parser.parse_args(argv)
     for path in args.checkpoints:
         model, experiment, _ = load_model(path, device="cpu")
@@ -50,6 +55,14 @@ def main(argv: list[str] | None = None) -> None:
         if picked.reconstruction is not None:
             out["picks"] = round(rmse(images, picked.reconstruction.clamp(0, 1)), 4)
             out["true boxes"] = round(rmse(images, placed.reconstruction.clamp(0, 1)), 4)
+            angle = torch.rand(keypoints.shape[:2], generator=torch.Generator().manual_seed(0)) * 2 * math.pi
+            for shift in args.shifts:
+                moved = keypoints.clone()
+                moved[..., 0] += shift * angle.cos()
+                moved[..., 1] += shift * angle.sin()
+                with torch.no_grad():
+                    shifted = model.run_task(images, moved).reconstruction.clamp(0, 1)
+                out[f"true boxes moved {shift:g} px"] = round(rmse(images, shifted), 4)
         else:  # classification: an image with fewer than K digits gets extra labels of its first box
             for name, run in (("picks", picked), ("true boxes", placed)):
                 pooled = DetectionMetrics()

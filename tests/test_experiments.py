@@ -35,10 +35,11 @@ def test_recipes_fit_their_data():
     # top-K methods suppress non-maxima (5 x 5, as the authors' code: the default); Gabor impulses add up
     nms = {method: recipe("reconstruct", "gabor", method).model.nms for method in ("mist", "naive")}
     assert nms == {"mist": 5, "naive": 5}
-    # on digits the cpu MIST recipe suppresses in 13 x 13 windows and lets stage 2 jump (research §11)
+    # on digits the cpu MIST recipe suppresses in 13 x 13 windows and lets stage 2 jump (research §11); on
+    # Gabor in 9 x 9 windows, without jumps (research §18)
     cpu = {data: recipe("reconstruct", data, "mist", budget="cpu") for data in ("mnist-hard", "gabor")}
     assert (cpu["mnist-hard"].model.nms, cpu["mnist-hard"].train["refine_jumps"]) == (13, 4)
-    assert (cpu["gabor"].model.nms, cpu["gabor"].train.get("refine_jumps", 0)) == (5, 0)
+    assert (cpu["gabor"].model.nms, cpu["gabor"].train.get("refine_jumps", 0)) == (9, 0)
     assert recipe("classify", "mnist-hard", "naive", budget="cpu").model.nms == 5
     # eta learns 10x faster on MNIST reconstruction (research §13); classification and Gabor keep 1e-4
     rows = [("reconstruct", "mnist-hard"), ("classify", "mnist-hard"), ("reconstruct", "gabor")]
@@ -75,6 +76,14 @@ def test_cpu_budget_is_smaller_but_the_same_method():
         for method in ("mist", "naive", "channelwise", "grid")
     }
     assert depths == {key: int(key == ("classify", "mist")) for key in depths}
+    # research §18: the 128-number code is MNIST-hard MIST reconstruction's
+    codes = {
+        (task, data, method): recipe(task, data, method, budget="cpu").model.task_code
+        for task in ("reconstruct", "classify")
+        for data in ("mnist-hard", "mnist-easy")
+        for method in ("mist", "naive", "channelwise", "grid")
+    }
+    assert codes == {key: 128 if key == ("reconstruct", "mnist-hard", "mist") else 64 for key in codes}
     assert small.train["steps"] < full.train["steps"] and small.model.task_network == "compact"
     assert 0 < small.train["warmup_steps"] < small.train["steps"]  # lifting does run after the warm-up
     assert (small.model.k, small.model.scales) == (full.model.k, full.model.scales)
