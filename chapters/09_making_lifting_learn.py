@@ -726,12 +726,14 @@ for name, gabor_model in (("5 × 5 (§9.3 recipe)", gabor_before), ("9 × 9 (shi
 # %% [markdown]
 # A $9 \times 9$ suppression window (`MISTConfig.nms = 9` for Gabor; impulses can lie closer than digits, so
 # the window is narrower than MNIST's 13) wastes fewer windows on doubled picks (the shipped model's line
-# above), and lifting then finds more of the impulses within the same 1,200 steps:
+# above), and lifting then finds more of the impulses within the same 1,200 steps. The third curve is the
+# same recipe with an 8-number code, discussed below:
 
 # %%
 gabor_curves = {
     "5 × 5 (§9.3 recipe)": read_curve(curves_dir / "gabor-nms5.jsonl")[1],
     "9 × 9 (shipped)": pretrained("reconstruct-gabor-mist")[2]["validation"],
+    "9 × 9, 8-number code": read_curve(curves_dir / "gabor-code8.jsonl")[1],
 }
 fig = plot_curves(gabor_curves)
 fig
@@ -742,8 +744,8 @@ print_reconstruction_curves(gabor_curves)
 # %% [markdown]
 # That finds more impulses but is not a cure: the shipped auto-encoder, too, reconstructs the image better
 # at its own picks than at the true impulses (printed above), which is why the Gabor curves move so little
-# compared with MNIST's. What would make a window on an impulse pay off (a code too small to copy texture,
-# for instance) is the next question (`research/README.md` §18).
+# compared with MNIST's. What would make a window on an impulse pay off is the next question; an 8-number
+# code, too small to copy texture, did not (it found fewer impulses: `research/README.md` §18).
 
 # %%
 code_points = {name: {p["step"]: p for p in points} for name, points in code.items()}
@@ -758,3 +760,6 @@ assert (
     best_and_last(gabor_curves["9 × 9 (shipped)"])[2] > best_and_last(gabor_curves["5 × 5 (§9.3 recipe)"])[2]
 )
 assert all(at_picks < at_true for at_picks, at_true in gabor_rmse.values())  # texture, not impulses
+assert (
+    best_and_last(gabor_curves["9 × 9, 8-number code"])[2] < best_and_last(gabor_curves["9 × 9 (shipped)"])[2]
+)
