@@ -48,7 +48,7 @@ from pathlib import Path
 import torch
 
 import mistlib
-from mistlib.evaluation import VALIDATION_SEED, best_and_last, pick_coverage, read_curve
+from mistlib.evaluation import VALIDATION_SEED, best_and_last, box_keypoints, pick_coverage, read_curve
 from mistlib.experiments import (
     build_model,
     build_trainer,
@@ -706,10 +706,7 @@ gabor_now = pretrained("reconstruct-gabor-mist")[0]
 g_images, g_boxes, _, g_valid = dataset_tensors(
     make_dataset(gabor_experiment, "test", 300, seed=VALIDATION_SEED)
 )  # 25 impulses in every image, all with boxes of one side
-g_true = torch.cat(
-    [(g_boxes[..., :2] + g_boxes[..., 2:]) / 2, (g_boxes[..., 2:] - g_boxes[..., :2]).amax(-1, keepdim=True)],
-    -1,
-)  # (N, 25, 3): windows on the true impulses
+g_true = box_keypoints(g_boxes, g_valid, 25, gabor_now.scales)  # (N, 25, 3): windows on the true impulses
 gabor_rmse = {}  # name -> [RMSE at its picks, RMSE at the true impulses]
 for name, gabor_model in (("5 × 5 (§9.3 recipe)", gabor_before), ("9 × 9 (shipped)", gabor_now)):
     with torch.no_grad():

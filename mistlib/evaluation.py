@@ -195,3 +195,25 @@ def pick_coverage(keypoints: torch.Tensor, boxes: torch.Tensor, valid: torch.Ten
         "missed": float(missed.double().mean()),
         "near": float((nearest < NEAR_PX).double().mean()),
     }
+
+
+def box_keypoints(boxes: torch.Tensor, valid: torch.Tensor, k: int, scales: torch.Tensor) -> torch.Tensor:
+    """Keypoints on the true boxes: each box's centre and longer side, the side clamped to ``scales``.
+
+    A diagnostic (what a task network gives with perfect localisation), never a training target. Images
+    with fewer than K instances repeat their first box in the padding places.
+
+    Args: boxes (N, L, 4) xyxy; valid (N, L) bool; k: K; scales (S,) increasing.
+
+    Returns: (N, K, 3) as (x, y, s).
+
+    Example:
+        >>> boxes = torch.tensor([[[0.0, 0, 20, 10], [40, 40, 50, 50]]])
+        >>> box_keypoints(boxes, torch.tensor([[True, False]]), 2, torch.tensor([12.0, 25.0])).tolist()
+        [[[10.0, 5.0, 20.0], [10.0, 5.0, 20.0]]]
+    """
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, L, 2)
+    sides = (boxes[..., 2:] - boxes[..., :2]).amax(-1, keepdim=True)  # (N, L, 1)
+    keypoints = torch.cat([centres, sides.clamp(float(scales.min()), float(scales.max()))], -1)
+    keypoints = torch.where(valid[..., None], keypoints, keypoints[:, :1])
+    return keypoints[:, :k]

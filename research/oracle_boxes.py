@@ -22,18 +22,9 @@ import math
 
 import torch
 
-from mistlib.evaluation import VALIDATION_SEED
+from mistlib.evaluation import VALIDATION_SEED, box_keypoints
 from mistlib.experiments import dataset_tensors, load_model, make_dataset
 from mistlib.metrics import DetectionMetrics, rmse
-
-
-def box_keypoints(boxes: torch.Tensor, valid: torch.Tensor, k: int, scales: torch.Tensor) -> torch.Tensor:
-    """Keypoints (N, K, 3) on the true boxes (N, L, 4) xyxy: centre and longer side; padding repeats box 0."""
-    centres = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, L, 2)
-    sides = (boxes[..., 2:] - boxes[..., :2]).amax(-1, keepdim=True)  # (N, L, 1)
-    keypoints = torch.cat([centres, sides.clamp(float(scales.min()), float(scales.max()))], -1)
-    keypoints = torch.where(valid[..., None], keypoints, keypoints[:, :1])
-    return keypoints[:, :k]
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,7 +1,7 @@
 """What can the compact task network do when every window sits on a digit's true box?
 
 A diagnostic, not lifting: a fresh MIST of the cpu recipe (``--task classify`` or ``reconstruct``, MNIST hard)
-trains only its task network tau on windows at the digits' true boxes (``oracle_boxes.box_keypoints``) of the
+trains only its task network tau on windows at the digits' true boxes (``evaluation.box_keypoints``) of the
 training images. The loss is the one lifting uses (``task``: eq. (7) for classification, eq. (6) with the
 recipe's composite for reconstruction) or one per window (``patch``: a cross-entropy against the box's own
 label, or each patch against its own input), which needs location supervision. Every ``--every`` steps it
@@ -23,9 +23,8 @@ import time
 
 import torch
 import torch.nn.functional as F
-from oracle_boxes import box_keypoints
 
-from mistlib.evaluation import VALIDATION_SEED
+from mistlib.evaluation import VALIDATION_SEED, box_keypoints
 from mistlib.experiments import build_model, dataset_tensors, make_dataset, recipe
 from mistlib.metrics import DetectionMetrics, rmse
 from mistlib.sampler import sample_patches
