@@ -7,7 +7,9 @@ side clamped to the model's scale range; an image with fewer than K digits repea
 max composite ignores). The second number is what perfect localisation would give this task network: a bound
 that better picks alone cannot pass. ``--shifts 2 4`` also places the windows on the true boxes moved by
 that many pixels, each in its own random direction (reconstruction): how much the task network's loss
-rewards a window on an instance's centre at all.
+rewards a window on an instance's centre at all. ``--sides`` compares the picks' sides with the true sides of
+the digits they sit on (picks within 3 px of a true centre), by true side, and measures the RMSE with the
+picks' centres and those true sides, and with the picks' sides times 1.1 and 1.2 (reconstruction).
 
     python research/oracle_boxes.py data/checkpoints/reconstruct-gabor-mist.pt --shifts 1 2 4 8
     python research/oracle_boxes.py data/checkpoints/reconstruct-mnist-hard-mist.pt \
@@ -32,6 +34,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("checkpoints", nargs="+")
     parser.add_argument("--val", type=int, default=100)
     parser.add_argument("--shifts", type=float, nargs="*", default=[], help="px off the true centres")
+    parser.add_argument("--sides", action="store_true", help="the picks' sides against the true sides")
     args = parser.parse_args(argv)
     for path in args.checkpoints:
         model, experiment, _ = load_model(path, device="cpu")
@@ -54,12 +57,36 @@ def main(argv: list[str] | None = None) -> None:
                 with torch.no_grad():
                     shifted = model.run_task(images, moved).reconstruction.clamp(0, 1)
                 out[f"true boxes moved {shift:g} px"] = round(rmse(images, shifted), 4)
+            if args.sides:
+                out |= side_errors(model, images, picked.keypoints, keypoints)
         else:  # classification: an image with fewer than K digits gets extra labels of its first box
             for name, run in (("picks", picked), ("true boxes", placed)):
                 pooled = DetectionMetrics()
                 pooled.update(run.keypoints, run.logits, boxes, labels, valid)
                 out[name] = round(pooled.compute()["classification"], 4)
         print(json.dumps(out))
+
+
+def side_errors(model, images: torch.Tensor, picks: torch.Tensor, true: torch.Tensor) -> dict[str, object]:
+    """The picks' sides against the true sides of their nearest digits; RMSE with other sides.
+
+    Args: images (N, C, H, W); picks, true: (N, K, 3) keypoints (the model's, on the true boxes).
+    """
+    distance = torch.cdist(picks[..., :2], true[..., :2])  # (N, K, K)
+    nearest = torch.gather(true, 1, distance.argmin(-1)[..., None].expand(-1, -1, 3))  # (N, K, 3)
+    on_digit = distance.amin(-1) < 3  # (N, K)
+    picked, truth = picks[..., 2][on_digit], nearest[..., 2][on_digit]
+    out: dict[str, object] = {"picks on a digit": int(on_digit.sum())}
+    for low, high in ((16, 18), (18, 20), (20, 22), (22, 25)):
+        inside = (truth >= low) & (truth < high)
+        out[f"mean pick side, true side {low}-{high}"] = round(float(picked[inside].mean()), 2)
+    sides = {"true sides": nearest[..., 2], "x1.1": picks[..., 2] * 1.1, "x1.2": picks[..., 2] * 1.2}
+    for name, side in sides.items():
+        moved = torch.cat([picks[..., :2], side[..., None]], -1)
+        with torch.no_grad():
+            reconstruction = model.run_task(images, moved).reconstruction.clamp(0, 1)
+        out[f"picks with {name}"] = round(rmse(images, reconstruction), 4)
+    return out
 
 
 if __name__ == "__main__":
