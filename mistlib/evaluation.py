@@ -197,6 +197,33 @@ def pick_coverage(keypoints: torch.Tensor, boxes: torch.Tensor, valid: torch.Ten
     }
 
 
+def pick_sides(
+    keypoints: torch.Tensor, boxes: torch.Tensor, valid: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The scale of each pick that sits on an instance, beside that instance's true side.
+
+    A pick sits on the instance whose box centre is nearest when it lies within ``NEAR_PX`` of that centre;
+    the true side is the box's longer side (unclamped, unlike :func:`box_keypoints`). Comparing the two
+    shows whether eq. (4)'s scales follow the instances' sizes.
+
+    Args: keypoints (N, K, 3); boxes (N, L, 4) xyxy; valid (N, L) bool.
+
+    Returns: picked (M,) and true (M,) sides in pixels, over the M picks that sit on an instance.
+
+    Example:
+        >>> boxes = torch.tensor([[[0.0, 0, 20, 10], [40, 40, 62, 60]]])  # sides 20 and 22
+        >>> picks = torch.tensor([[[11.0, 5, 18.5], [51, 50, 21], [30, 30, 25]]])  # the third on neither
+        >>> [t.tolist() for t in pick_sides(picks, boxes, torch.ones(1, 2, dtype=torch.bool))]
+        [[18.5, 21.0], [20.0, 22.0]]
+    """
+    centres = (boxes[..., :2] + boxes[..., 2:]) / 2  # (N, L, 2)
+    distance = torch.cdist(keypoints[..., :2].double(), centres.double())  # (N, K, L)
+    nearest, instance = distance.masked_fill(~valid[:, None], float("inf")).min(-1)  # (N, K) each
+    sides = (boxes[..., 2:] - boxes[..., :2]).amax(-1)  # (N, L)
+    on_instance = nearest < NEAR_PX  # (N, K)
+    return keypoints[..., 2][on_instance], torch.gather(sides, 1, instance)[on_instance]
+
+
 def box_keypoints(boxes: torch.Tensor, valid: torch.Tensor, k: int, scales: torch.Tensor) -> torch.Tensor:
     """Keypoints on the true boxes: each box's centre and longer side, the side clamped to ``scales``.
 

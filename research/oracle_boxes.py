@@ -8,7 +8,7 @@ max composite ignores). The second number is what perfect localisation would giv
 that better picks alone cannot pass. ``--shifts 2 4`` also places the windows on the true boxes moved by
 that many pixels, each in its own random direction (reconstruction): how much the task network's loss
 rewards a window on an instance's centre at all. ``--sides`` compares the picks' sides with the true sides of
-the digits they sit on (picks within 3 px of a true centre), by true side, and measures the RMSE with the
+the digits they sit on (`evaluation.pick_sides`), by true side, and measures the RMSE with the
 picks' centres and those true sides, and with the picks' sides times 1.1 and 1.2 (reconstruction).
 
     python research/oracle_boxes.py data/checkpoints/reconstruct-gabor-mist.pt --shifts 1 2 4 8
@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from mistlib.evaluation import VALIDATION_SEED, box_keypoints
+from mistlib.evaluation import VALIDATION_SEED, box_keypoints, pick_sides
 from mistlib.experiments import dataset_tensors, load_model, make_dataset
 from mistlib.metrics import DetectionMetrics, rmse
 
@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> None:
                     shifted = model.run_task(images, moved).reconstruction.clamp(0, 1)
                 out[f"true boxes moved {shift:g} px"] = round(rmse(images, shifted), 4)
             if args.sides:
-                out |= side_errors(model, images, picked.keypoints, keypoints)
+                out |= side_errors(model, images, boxes, valid, picked.keypoints, keypoints)
         else:  # classification: an image with fewer than K digits gets extra labels of its first box
             for name, run in (("picks", picked), ("true boxes", placed)):
                 pooled = DetectionMetrics()
@@ -67,20 +67,21 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(out))
 
 
-def side_errors(model, images: torch.Tensor, picks: torch.Tensor, true: torch.Tensor) -> dict[str, object]:
-    """The picks' sides against the true sides of their nearest digits; RMSE with other sides.
+def side_errors(model, images, boxes, valid, picks, true) -> dict[str, object]:
+    """The picks' sides against the true sides of their digits; RMSE with other sides.
 
-    Args: images (N, C, H, W); picks, true: (N, K, 3) keypoints (the model's, on the true boxes).
+    Args: images (N, C, H, W); boxes (N, L, 4); valid (N, L); picks, true: (N, K, 3) keypoints (the
+    model's, on the true boxes).
     """
-    distance = torch.cdist(picks[..., :2], true[..., :2])  # (N, K, K)
-    nearest = torch.gather(true, 1, distance.argmin(-1)[..., None].expand(-1, -1, 3))  # (N, K, 3)
-    on_digit = distance.amin(-1) < 3  # (N, K)
-    picked, truth = picks[..., 2][on_digit], nearest[..., 2][on_digit]
-    out: dict[str, object] = {"picks on a digit": int(on_digit.sum())}
-    for low, high in ((16, 18), (18, 20), (20, 22), (22, 25)):
+    picked, truth = pick_sides(picks, boxes, valid)  # (M,) each, over the picks on a digit
+    out: dict[str, object] = {"picks on a digit": len(picked)}
+    out |= {"mean true side": round(float(truth.mean()), 2), "mean pick side": round(float(picked.mean()), 2)}
+    for low, high in ((16, 18), (18, 20), (20, 22), (22, 26)):
         inside = (truth >= low) & (truth < high)
         out[f"mean pick side, true side {low}-{high}"] = round(float(picked[inside].mean()), 2)
-    sides = {"true sides": nearest[..., 2], "x1.1": picks[..., 2] * 1.1, "x1.2": picks[..., 2] * 1.2}
+    nearest = torch.cdist(picks[..., :2], true[..., :2]).argmin(-1)  # (N, K): the nearest true box
+    true_sides = torch.gather(true[..., 2], 1, nearest)  # (N, K), clamped to the scales
+    sides = {"true sides": true_sides, "x1.1": picks[..., 2] * 1.1, "x1.2": picks[..., 2] * 1.2}
     for name, side in sides.items():
         moved = torch.cat([picks[..., :2], side[..., None]], -1)
         with torch.no_grad():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mistlib.evaluation import best_and_last, pick_coverage
+from mistlib.evaluation import best_and_last, pick_coverage, pick_sides
 
 
 def test_pick_coverage_counts_doubled_picks_and_missed_instances():
@@ -27,6 +27,19 @@ def test_two_picks_at_the_same_distance_count_one_as_doubled():
     boxes = torch.tensor([[[0.0, 0, 20, 20]]])
     picks = torch.tensor([[[7.0, 10, 20], [13, 10, 20]]])  # both 3 px from the centre
     assert pick_coverage(picks, boxes, torch.ones(1, 1, dtype=torch.bool))["doubled"] == 0.5
+
+
+def test_pick_sides_pairs_each_pick_on_an_instance_with_its_true_side():
+    # instances of sides 20 (a 20 x 12 box) and 16, centres (10, 6) and (48, 48); padding in the third place
+    boxes = torch.tensor([[[0.0, 0, 20, 12], [40, 40, 56, 56], [0, 0, 30, 30]]])
+    valid = torch.tensor([[True, True, False]])
+    picks = torch.tensor(
+        [[[10.0, 9, 18], [48, 44.5, 22], [15, 15, 25], [48, 48, 17.5]]]
+    )  # 3 px from instance 0; 3.5 px from 1; 9.8 px from 0 (and on the padding's centre); on 1
+    picked, true = pick_sides(picks, boxes, valid)
+    assert picked.tolist() == [18.0, 22.0, 17.5] and true.tolist() == [20.0, 16.0, 16.0]
+    picks[0, 1, 1] = 43.9  # 4.1 px: no longer on instance 1
+    assert pick_sides(picks, boxes, valid)[0].tolist() == [18.0, 17.5]
 
 
 def test_best_and_last_reads_a_curve():
