@@ -15,7 +15,14 @@ from mistlib.extract import topk_extract
 from mistlib.heatmap import HeatmapConfig, HeatmapNet, local_spatial_softmax
 from mistlib.model import MIST, MISTConfig
 from mistlib.sampler import sample_patches
-from mistlib.viz.extraction import sample_points, show_normalisation, show_sampler, show_topk, topk_widget
+from mistlib.viz.extraction import (
+    sample_points,
+    show_normalisation,
+    show_pick_sides,
+    show_sampler,
+    show_topk,
+    topk_widget,
+)
 from mistlib.viz.heatmaps import (
     heatmap_net_at,
     scale_space,
@@ -155,6 +162,19 @@ def test_show_normalisation_shows_picks_of_eq2_landing_on_the_background():
     assert (circle.get_xdata()[0], circle.get_ydata()[0]) == (3.0, 3.0)  # eq. (3) on the raw heatmap
     assert (int(cross.get_xdata()[0]), int(cross.get_ydata()[0])) == (10, 10)  # eq. (2) first: background
     assert shown(fig.axes[1])[10, 10] > shown(fig.axes[1])[3, 3]
+
+
+def test_show_pick_sides_plots_the_mean_pick_side_of_each_true_side_bin():
+    true = torch.tensor([16.2] * 10 + [17.5] * 10 + [19.0] * 4)  # two full bins; the third has 4 picks
+    picked = torch.cat([torch.full((10,), 17.0), torch.linspace(17.0, 19.0, 10), torch.full((4,), 30.0)])
+    fig = show_pick_sides({"model": (picked, true)}, scales=(16.0, 20.0, 25.0))
+    line, diagonal = fig.axes[0].lines[:2]
+    assert line.get_xdata().tolist() == [16.5, 17.5]  # bin centres; the 4-pick bin is left out
+    assert line.get_ydata().tolist() == pytest.approx([17.0, 18.0])
+    assert diagonal.get_xdata().tolist() == diagonal.get_ydata().tolist() == [16.5, 17.5]
+    assert len(fig.axes[0].lines) == 2 + 3  # and one line per scale
+    with pytest.raises(ValueError, match="two \\(M,\\) tensors"):
+        show_pick_sides({"model": (picked, true[:-1])})
 
 
 def test_show_sampler_marks_p_squared_points_inside_the_window():

@@ -142,6 +142,57 @@ def show_normalisation(heatmap: torch.Tensor, scales: torch.Tensor | Sequence[fl
     return fig
 
 
+def show_pick_sides(
+    named: dict[str, tuple[torch.Tensor, torch.Tensor]],
+    scales: Sequence[float] | None = None,
+    bin_px: float = 1.0,
+) -> Figure:
+    """Eq. (4)'s scales against the instances' sizes: mean pick side per bin of true side, one line per model.
+
+    Args:
+        named: name -> (picked (M,), true (M,)) sides in pixels, as ``evaluation.pick_sides`` returns them.
+        scales: marked as horizontal lines (one model's scale space), if given.
+        bin_px: width of the true-side bins.
+
+    Returns: a Figure of one axis: for each model the mean picked side (points joined by a line) over the
+    centre of each true-side bin that holds at least 10 picks, and the diagonal where a pick's side equals
+    its instance's.
+
+    Example:
+        >>> true = torch.arange(16.0, 24.0).repeat(10)  # 8 bins of 10 picks
+        >>> fig = show_pick_sides({"exact": (true, true), "flat": (torch.full_like(true, 19.0), true)})
+        >>> [len(line.get_xdata()) for line in fig.axes[0].lines]  # two models, then the diagonal
+        [8, 8, 2]
+    """
+    fig = Figure(figsize=(4.6, 3.4), layout="constrained")
+    ax = fig.subplots()
+    low, high = math.inf, -math.inf
+    for name, (picked, true) in named.items():
+        if picked.shape != true.shape or picked.dim() != 1:
+            raise ValueError(
+                f"{name}: picked and true must be two (M,) tensors, got {picked.shape}, {true.shape}"
+            )
+        bins = torch.floor(true / bin_px)  # (M,) bin index of each pick
+        centres, means = [], []
+        for index in bins.unique().tolist():
+            inside = bins == index
+            if int(inside.sum()) >= 10:
+                centres.append((index + 0.5) * bin_px)
+                means.append(float(picked[inside].mean()))
+        ax.plot(centres, means, marker="o", markersize=3, label=name)
+        low, high = min([low, *centres]), max([high, *centres])
+    ax.plot(
+        [low, high], [low, high], color="black", linestyle="--", linewidth=0.8, label="pick side = true side"
+    )
+    for s in scales or ():
+        ax.axhline(float(s), color="0.6", linewidth=0.6)
+    ax.set_xlabel("true side of the instance (px)", fontsize=8)
+    ax.set_ylabel("mean side of its pick (px)", fontsize=8)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    return fig
+
+
 def show_sampler(image: torch.Tensor, keypoint: torch.Tensor, size: int = 8, margin: int = 4) -> Figure:
     """The bilinear sampler ``S`` of eq. (5) on one window: its P x P sample points, and the patch they give.
 
