@@ -224,6 +224,22 @@ def pick_sides(
     return keypoints[..., 2][on_instance], torch.gather(sides, 1, instance)[on_instance]
 
 
+def with_true_sides(keypoints: torch.Tensor, true: torch.Tensor) -> torch.Tensor:
+    """The keypoints with each side replaced by the side of the nearest true keypoint (a diagnostic).
+
+    What the task loss would be if eq. (4) gave every pick its instance's size and changed nothing else.
+
+    Args: keypoints (N, K, 3); true (N, L, 3), e.g. :func:`box_keypoints`. Returns: (N, K, 3).
+
+    Example:
+        >>> true = torch.tensor([[[10.0, 10, 24], [50, 50, 16]]])
+        >>> with_true_sides(torch.tensor([[[48.0, 51, 20], [11, 9, 20]]]), true).tolist()
+        [[[48.0, 51.0, 16.0], [11.0, 9.0, 24.0]]]
+    """
+    nearest = torch.cdist(keypoints[..., :2], true[..., :2]).argmin(-1)  # (N, K)
+    return torch.cat([keypoints[..., :2], torch.gather(true[..., 2], 1, nearest)[..., None]], -1)
+
+
 def box_keypoints(boxes: torch.Tensor, valid: torch.Tensor, k: int, scales: torch.Tensor) -> torch.Tensor:
     """Keypoints on the true boxes: each box's centre and longer side, the side clamped to ``scales``.
 

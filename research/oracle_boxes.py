@@ -24,7 +24,7 @@ import math
 
 import torch
 
-from mistlib.evaluation import VALIDATION_SEED, box_keypoints, pick_sides
+from mistlib.evaluation import VALIDATION_SEED, box_keypoints, pick_sides, with_true_sides
 from mistlib.experiments import dataset_tensors, load_model, make_dataset
 from mistlib.metrics import DetectionMetrics, rmse
 
@@ -79,8 +79,7 @@ def side_errors(model, images, boxes, valid, picks, true) -> dict[str, object]:
     for low, high in ((16, 18), (18, 20), (20, 22), (22, 26)):
         inside = (truth >= low) & (truth < high)
         out[f"mean pick side, true side {low}-{high}"] = round(float(picked[inside].mean()), 2)
-    nearest = torch.cdist(picks[..., :2], true[..., :2]).argmin(-1)  # (N, K): the nearest true box
-    true_sides = torch.gather(true[..., 2], 1, nearest)  # (N, K), clamped to the scales
+    true_sides = with_true_sides(picks, true)[..., 2]  # (N, K): the nearest true box's, clamped to the scales
     sides = {"true sides": true_sides, "x1.1": picks[..., 2] * 1.1, "x1.2": picks[..., 2] * 1.2}
     for name, side in sides.items():
         moved = torch.cat([picks[..., :2], side[..., None]], -1)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mistlib.evaluation import best_and_last, pick_coverage, pick_sides
+from mistlib.evaluation import best_and_last, box_keypoints, pick_coverage, pick_sides, with_true_sides
 
 
 def test_pick_coverage_counts_doubled_picks_and_missed_instances():
@@ -40,6 +40,14 @@ def test_pick_sides_pairs_each_pick_on_an_instance_with_its_true_side():
     assert picked.tolist() == [18.0, 22.0, 17.5] and true.tolist() == [20.0, 16.0, 16.0]
     picks[0, 1, 1] = 43.9  # 4.1 px: no longer on instance 1
     assert pick_sides(picks, boxes, valid)[0].tolist() == [18.0, 17.5]
+
+
+def test_with_true_sides_keeps_positions_and_takes_the_nearest_boxs_clamped_side():
+    boxes = torch.tensor([[[0.0, 0, 30, 10], [40, 40, 52, 52]]])  # sides 30 and 12, centres (15, 5), (46, 46)
+    true = box_keypoints(boxes, torch.ones(1, 2, dtype=torch.bool), 2, torch.tensor([16.0, 25.0]))
+    picks = torch.tensor([[[44.0, 47, 20], [14, 7, 18], [30, 20, 21]]])  # third: 21 px from box 0, 31 from 1
+    moved = with_true_sides(picks, true)
+    assert moved[..., :2].equal(picks[..., :2]) and moved[0, :, 2].tolist() == [16.0, 25.0, 25.0]
 
 
 def test_best_and_last_reads_a_curve():
