@@ -378,12 +378,12 @@ for name, values in profiles.items():
 # 5. `sigma > 0` would spread each unit into a Gaussian of that width (peak 1); every recipe in this book
 #    uses single pixels (`target_sigma = 0`), as the paper describes.
 #
-# A worked example with this model's scales (16, 20, 25): a keypoint at $(10.3, 4.5)$ with $s = 22$ lies
-# between the scales 20 and 25, so $w = (25 - 22)/5 = 0.6$ at scale 20 and $0.4$ at scale 25, on the pixel
-# (row 5, column 10).
+# A worked example with this model's scales (20, 25, 31): a keypoint at $(10.3, 4.5)$ with $s = 27.4$ lies
+# between the scales 25 and 31, so $w = (31 - 27.4)/6 = 0.6$ at scale 25 and $0.4$ at scale 31, on the
+# pixel (row 5, column 10).
 
 # %%
-example = torch.tensor([[[10.3, 4.5, 22.0]]])  # (B = 1, K = 1, 3)
+example = torch.tensor([[[10.3, 4.5, 27.4]]])  # (B = 1, K = 1, 3)
 h_bar = lift_target(example, model.scales, (8, 16), sigma=0.0)  # (1, S, 8, 16)
 for index in h_bar[0].nonzero().tolist():
     scale, row, col = index
@@ -391,8 +391,10 @@ for index in h_bar[0].nonzero().tolist():
 print("E_K of h_bar:", [round(v, 2) for v in topk_extract(h_bar, 1, model.scales)[0, 0].tolist()])
 
 # %%
-assert h_bar[0, 1, 5, 10] == 0.6 and h_bar[0, 2, 5, 10] == 0.4 and h_bar.sum() == 1.0
-torch.testing.assert_close(topk_extract(h_bar, 1, model.scales)[0, 0], torch.tensor([10.0, 5.0, 22.0]))
+assert model.scales.tolist() == [20.0, 25.0, 31.0]  # the scales the text above works with
+torch.testing.assert_close(h_bar[0, 1:, 5, 10], torch.tensor([0.6, 0.4]))
+torch.testing.assert_close(h_bar.sum(), torch.tensor(1.0))
+torch.testing.assert_close(topk_extract(h_bar, 1, model.scales)[0, 0], torch.tensor([10.0, 5.0, 27.4]))
 
 # %% [markdown]
 # ## The recorded training run
@@ -523,7 +525,7 @@ fig
 #
 # The ablation §6 argues for: the same MIST, trained either by lifting or by plain back-propagation through
 # top-K (`method="naive"`: the heatmap learns only through the scale weights at the K picks, see
-# `mistlib.baselines`), with the same networks and batch, and at least as many steps for naive top-K
+# `mistlib.baselines`), with the same networks, scales and batch, and at least as many steps for naive top-K
 # (printed below: chapter 9 shortened lifting's schedule, not the ablation's). On the same four
 # test images, the first row of each method shows its detections (cyan windows; ground-truth digit boxes
 # in orange) and the second row its reconstruction.
@@ -533,6 +535,7 @@ naive, naive_experiment, naive_meta = pretrained("reconstruct-mnist-hard-naive",
 print(f"steps: naive top-K {naive_meta['steps']}, lifting {meta['steps']}; batch 32 both")
 assert naive_meta["steps"] >= meta["steps"] and naive.config.task_network == model.config.task_network
 assert naive.config.heatmap_channels == model.config.heatmap_channels  # the same heatmap network
+assert naive.config.scales == model.config.scales
 with torch.no_grad():
     naive_out, mist_out = naive(images), model(images)
 fig = compare_methods(
@@ -597,6 +600,9 @@ lagging = {p["step"]: p["iou50"] for p in read_curve(curve_dir / "recipe15-recon
 averaged = {p["step"]: p["iou50"] for p in read_curve(curve_dir / "recon-ema95.jsonl")[1]}
 keeping_up = {p["step"]: p["iou50"] for p in meta["validation"]}  # the shipped model's own curve
 slow, fast = jumps, best_and_last(runs["lr1e3"])[2]  # eta at the authors' 1e-4, then at 1e-3
+code64, code128, wider = (
+    read_curve(curve_dir / f"{name}.jsonl")[1][-1] for name in ("recon-ema0", "code128-full", "scales20")
+)  # the last validation point of three 2,000-step runs, each with one more change
 bench_runs = sorted((root / "bench" / "results").glob("cpu-20*.json"))
 speed = [json.loads(p.read_text()).get("lifting_images_per_s") or {} for p in bench_runs]
 speed = next((s for s in reversed(speed) if s.get("paper") and s.get("compact")), None)
@@ -648,6 +654,18 @@ rows = [
         "ch. 9 §9.7",
     ),
     (
+        f"A {model.config.task_code}-number code for the compact auto-encoder (`task_code`)",
+        f"validation RMSE at 2,000 steps {code64['rmse']:.3f} with compact's 64, {code128['rmse']:.3f} with "
+        "the paper's 128: nine crowded digits need more numbers",
+        "ch. 9 §9.11",
+    ),
+    (
+        "Scales " + ", ".join(f"{s:g}" for s in model.config.scales) + " px instead of 16, 20, 25 (`scales`)",
+        f"validation RMSE at 2,000 steps {code128['rmse']:.3f} → {wider['rmse']:.3f}: eq. (4)'s averaged "
+        "scales fell short of the digits",
+        "ch. 9 §9.12",
+    ),
+    (
         "Lift weights divided by their batch mean (`lift_weighting`)",
         f"exp(−5 L) is {math.exp(-5 * warm[-1]['task']):.2f} for a reconstruction loss of "
         f"{warm[-1]['task']:.2f} but {math.exp(-5 * math.log(10)):.0e} for a chance cross-entropy (ln 10)",
@@ -667,6 +685,7 @@ assert summed["rmse"] > as_shipped["rmse"] and no_nms["iou50"] < nms5["iou50"]
 assert as_shipped["rmse"] < nms5["rmse"] - 0.005
 assert jumps > no_jumps and fast > slow + 0.05 and keeping_up[1000] > averaged[1000] > lagging[1000] + 0.05
 assert experiment.train["pick_ema"] == 0  # the shipped MNIST-hard model picks from eta itself
+assert wider["rmse"] < code128["rmse"] < code64["rmse"] and model.config.task_code == 128
 assert warmup_end["rmse"] < warm[0]["rmse"] and base_last < base_best - 0.05 < search_best
 
 # %% [markdown]

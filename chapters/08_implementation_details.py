@@ -205,7 +205,9 @@ cpu_recipe = recipe("reconstruct", "mnist-hard", "mist", budget="cpu")
 print(config_table(gpu=gpu_recipe.trainer_config(), cpu=cpu_recipe.trainer_config()))
 
 # %% [markdown]
-# The model configurations differ only in the heatmap network's size:
+# The model configurations differ in the networks' sizes (the heatmap network's depth and the reference
+# size it runs at, the compact task network) and in choices the CPU recipe measured in appendix chapter 9:
+# the code of the auto-encoder, the suppression window of $\mathcal{E}_K$ and, on MNIST hard, the scales:
 
 # %%
 print(config_table(gpu=gpu_recipe.model, cpu=cpu_recipe.model))
@@ -275,9 +277,10 @@ print("resized image sides:", sides, " FLOPs per pixel of the trunk:", per_pixel
 # %% [markdown]
 # **Time per step on this CPU.** A training step of Algorithm 1 runs stage 1 (update $\tau$), stage 2
 # (refine the keypoints: `refine_iterations` forward and backward passes of the task network) and stage 3
-# (regress the heatmap); during the warm-up only stage 1 runs, on random windows or (the cpu recipe on
-# MNIST, `warmup_windows`) on the heatmap's picks. The cell times one step of each kind on one thread (the
-# fastest of three, since other work on the machine only adds time), and extrapolates to a whole recipe.
+# (regress the heatmap); during the warm-up only stage 1 runs, on random windows or (`warmup_windows`:
+# every MIST reconstruction recipe and the cpu classification one) on the heatmap's picks. The cell
+# times one step of each kind on one thread (the fastest of three, since other work on the machine only
+# adds time), and extrapolates to a whole recipe.
 # The GPU recipe is timed on a batch of 8 instead of 32 to keep this chapter quick (a step's time grows
 # about linearly with the batch on a CPU). Your numbers will differ, and so will this cell's output from run
 # to run, which is why it is not regression-tested.
