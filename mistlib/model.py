@@ -60,6 +60,7 @@ class MISTConfig:
     task_width: int = 8  # base width of the task network (channels 8, 16, ..., 128; §8)
     task_code: int = 64  # latent size of the compact task networks (the §8 ones: 16 * task_width)
     task_depth: int = 0  # stride-1 convolutions added per level of the compact task networks
+    task_norm: bool = False  # GroupNorm between each conv and ReLU of the compact encoder (research §20)
     num_classes: int = 10  # classes of the classification task (digits)
     background: float = 0.0  # image value where no instance is; eq. (6) places patches on this canvas
     # how placed patches combine: "max" (pixelwise, as our scenes are drawn; needs background 0) or "sum"
@@ -76,6 +77,8 @@ class MISTConfig:
             check_positive_int(name, getattr(self, name))
         if isinstance(self.task_depth, bool) or not isinstance(self.task_depth, int) or self.task_depth < 0:
             raise ValueError(f"task_depth must be a non-negative integer, got {self.task_depth!r}")
+        if not isinstance(self.task_norm, bool):
+            raise ValueError(f"task_norm must be True or False, got {self.task_norm!r}")
         for name in ("reference_size", "softmax_strength", "background"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
@@ -145,16 +148,13 @@ def build_task_network(config: MISTConfig) -> nn.Module:
         ('PatchClassifier', 64)
     """
     c, width = config, config.task_width
+    layout = {"code": c.task_code, "patch_size": c.patch_size, "depth": c.task_depth, "norm": c.task_norm}
     if c.task == "reconstruct" and c.task_network == "compact":
-        return compact_autoencoder(
-            c.in_channels, width, code=c.task_code, patch_size=c.patch_size, depth=c.task_depth
-        )
+        return compact_autoencoder(c.in_channels, width, **layout)
     if c.task == "reconstruct":
         return PatchAutoencoder(channels=c.in_channels, base_width=width, patch_size=c.patch_size)
     if c.task_network == "compact":
-        return compact_classifier(
-            c.in_channels, c.num_classes, width, code=c.task_code, patch_size=c.patch_size, depth=c.task_depth
-        )
+        return compact_classifier(c.in_channels, c.num_classes, width, **layout)
     return PatchClassifier(c.in_channels, c.num_classes, base_width=width, patch_size=c.patch_size)
 
 

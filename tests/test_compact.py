@@ -43,6 +43,34 @@ def test_depth_adds_same_size_convolutions_on_both_sides():
     assert convs == [3, 9] and deep_classifier(torch.rand(4, 1, 32, 32)).shape == (4, 10)
 
 
+def test_norm_puts_a_groupnorm_between_every_encoder_conv_and_its_relu():
+    plain = CompactEncoder(channels=1, width=16, levels=3, code=8, patch_size=32, depth=1)
+    normed = CompactEncoder(channels=1, width=16, levels=3, code=8, patch_size=32, depth=1, norm=True)
+    # without the switch the layer indices (the checkpoints' state-dict keys) are those of before it
+    assert [type(m).__name__ for m in plain.layers][:4] == ["Conv2d", "ReLU", "Conv2d", "ReLU"]
+    kinds = [type(m).__name__ for m in normed.layers]
+    assert kinds[:6] == ["Conv2d", "GroupNorm", "ReLU"] * 2 and kinds.count("GroupNorm") == 6
+    groups = [(m.num_groups, m.num_channels) for m in normed.layers if isinstance(m, torch.nn.GroupNorm)]
+    assert groups == [(8, 16), (8, 16), (8, 32), (8, 32), (8, 64), (8, 64)]
+    # each patch's features are normalised on their own: scaling one patch does not change its code
+    # (up to GroupNorm's eps), and the other patches' codes do not depend on it
+    patches = torch.rand(3, 1, 32, 32)
+    brighter = patches.clone()
+    brighter[0] *= 4.0
+    torch.nn.init.zeros_(normed.layers[0].bias)  # a conv bias would not scale with the patch
+    codes, codes_brighter = normed(patches), normed(brighter)
+    assert torch.allclose(codes[1:], codes_brighter[1:], atol=1e-6)
+    assert torch.allclose(codes[0], codes_brighter[0], atol=1e-3)
+    assert not torch.allclose(plain(patches)[0], plain(brighter)[0], atol=1e-3)
+    # the config switch reaches the encoder of both compact task networks, never the decoder
+    for task in ("classify", "reconstruct"):
+        net = build_task_network(MISTConfig(task=task, task_network="compact", task_width=16, task_norm=True))
+        assert sum(isinstance(m, torch.nn.GroupNorm) for m in net.encoder.modules()) == 3
+        assert sum(isinstance(m, torch.nn.GroupNorm) for m in net.modules()) == 3
+    with pytest.raises(ValueError, match="task_norm must be True or False"):
+        MISTConfig(task_norm=1)
+
+
 def test_compact_autoencoder_learns_mnist_patches():
     torch.manual_seed(0)
     scenes = MNISTHard("train", size=32, seed=0)
