@@ -80,10 +80,10 @@ print(layer_table(heatmap, image, max_depth=3))
 
 # %% [markdown]
 # The CPU recipe halves the width and the depth (16 channels, 2 blocks): the parameters and the compute
-# (§8.6) both shrink roughly eightfold, since both grow with width squared times depth. On MNIST hard it
-# keeps the half depth but the full width of 32 channels: there the narrower trunk was what limited how
-# well lifting localised the digits (appendix chapter 9 and `research/README.md` §14, which also measure
-# what the width costs in training time).
+# (§8.6) both shrink roughly eightfold, since both grow with width squared times depth. On MNIST hard, and
+# for MIST on MNIST easy, it keeps the half depth but the full width of 32 channels: there the narrower
+# trunk was what limited how well lifting localised the digits (appendix chapter 9 and `research/README.md`
+# §14 and §20, which also measure what the width costs in training time).
 
 # %%
 heatmap_slim = HeatmapNet(slim.heatmap_config())
@@ -385,7 +385,7 @@ for extra in (
 #
 # - The heatmap network is a full-resolution ResNet (3 x 3 stem, ResNet blocks, 1 x 1 head) run once per
 #   scale on a resized image; the CPU recipe uses a slim version of it (16 channels, 2 blocks; 32 channels
-#   on MNIST hard).
+#   on MNIST hard and for MIST on MNIST easy).
 # - The patch auto-encoder follows §8 — five levels of three ResNet blocks, max-pooling down, transposed
 #   convolutions up, layer norms, a sigmoid output — with choices the paper leaves open made explicit: base
 #   width 8, 1 x 1 convolutions to double the channels, no skips, no norm on the raw input.

@@ -35,7 +35,8 @@
 # - why the heatmap network then needed more width, and how three classification seeds compare;
 # - why picks from a lagging copy slow lifting down, and picks from the network itself need no copy at all;
 # - what a deeper classifier, warmed up on the heatmap network's picks, adds to classification;
-# - whether eq. (4)'s scales follow the digits' sizes, and what windows of the right size are worth.
+# - whether eq. (4)'s scales follow the digits' sizes, and what windows of the right size are worth;
+# - why a classifier that normalises its features learns from eq. (7) at once, and what it names then.
 
 # %% [markdown]
 # ## Setup
@@ -901,3 +902,89 @@ assert (
 spread = {key: max(p[-1]["iou50"] for p in group.values()) - min(p[-1]["iou50"] for p in group.values())
           for key, group in (("§9.11", seeds18), ("§9.12", seeds19))}  # fmt: skip
 assert spread["§9.12"] < spread["§9.11"]
+
+# %% [markdown]
+# ## 9.13 A classifier that normalises its features
+#
+# With windows this good, the classifier is what holds classification back. A classifier twice as wide
+# (`task_width=32`) named more digits on two seeds, but on the third it never left chance
+# (`research/README.md` §19). Eq. (7) compares the *mean* of the K patch histograms with the image's label
+# histogram, so at first every window of an image is pulled toward the same mixture of that image's labels,
+# whatever it shows. A window learns its own digit only once some features happen to tell digits apart,
+# and a network can sit on that plateau for hundreds of steps, or for good. A GroupNorm between each
+# convolution of the compact classifier and its ReLU (`MISTConfig.task_norm`, `mistlib.compact`) keeps
+# every layer's features at a comparable scale for every window, and a diagnostic without lifting shows
+# what that does. `research/task_capacity.py` trains a fresh classifier by eq. (7) on windows at the true
+# boxes of the training images (a diagnostic without lifting, seed 2, `research/README.md` §20) and counts
+# the digits it names at the true boxes of the validation images every 100 steps:
+
+# %%
+probes = {
+    "width 16": "plain",
+    "width 16, GroupNorm": "gn",
+    "width 32": "plain-w32",
+    "width 32, GroupNorm": "gn-w32",
+}
+probes = {name: read_curve(curves_dir / f"capacity20-{file}.jsonl")[1] for name, file in probes.items()}
+for name, points in probes.items():
+    named = ", ".join(f"{100 * p['classification']:.1f}" for p in points)
+    print(f"{name:20s} classification at steps 100, 200, ..., 600: {named} %")
+
+# %% [markdown]
+# Without the GroupNorm the twice-wider classifier is still at chance after 200 steps; with it, it names
+# most digits after 100, and the compact width gains too, ending about two points higher. The recipe's
+# classifier keeps compact's width and takes the GroupNorm. Three seeds of it in lifting, beside §9.12's
+# three and the wide seed that never learned:
+
+# %%
+normed = {
+    **{f"§9.12, seed {s}": points for s, points in enumerate(seeds19.values())},
+    "width 32, seed 2 (§19)": read_curve(curves_dir / "cls19-w32-seed2.jsonl")[1],
+    **{f"GroupNorm, seed {s}": read_curve(curves_dir / f"cls20-gn-seed{s}.jsonl")[1] for s in (0, 1, 2)},
+}
+fig = plot_curves(normed, metrics=("classification", "both"))
+fig
+
+# %%
+print_classification_curves(normed)
+first = {name: next(p for p in points if p["step"] == 250) for name, points in normed.items()}
+for name, point in first.items():
+    print(f"after 250 warm-up steps: {name:24s} classification {100 * point['classification']:.1f}%")
+means20 = {
+    key: 100 * sum(points[-1][key] for name, points in normed.items() if name.startswith("GroupNorm")) / 3
+    for key in keys
+}
+print("mean of the three seeds at the end:", ", ".join(f"{k} {v:.1f}%" for k, v in means20.items()))
+print("the same in §9.12:                 ", ", ".join(f"{k} {v:.1f}%" for k, v in means19.items()))
+walls = {
+    label: [read_curve(curves_dir / f"{prefix}{s}.jsonl")[0]["wall_time_s"] / 60 for s in (0, 1, 2)]
+    for label, prefix in (("§9.12", "cls19-seed"), ("GroupNorm", "cls20-gn-seed"))
+}
+for label, minutes in walls.items():
+    print(
+        f"{label:9s} runs took {min(minutes):.0f} to {max(minutes):.0f} minutes (two runs sharing two cores)"
+    )
+
+# %% [markdown]
+# With the GroupNorm every seed names about four digits in five after 250 warm-up steps and keeps gaining
+# until the end; each ends a few points above the seed of §9.12 with the same number, on classification and
+# on "both", with the windows unchanged (IoU≥50% is where $\eta$ started). The price is time: a GroupNorm
+# in the channels-last layout is not cheap on a CPU, and a run takes about two thirds longer, still inside
+# the 30-minute budget. The paper's 95.6% is still out of reach: the same classifier trained on the true
+# boxes names 94.6% of the digits after 600 steps (the diagnostic above), and lifting's own windows cost it
+# a few points more.
+
+# %%
+for s in (0, 1, 2):
+    gn, before = normed[f"GroupNorm, seed {s}"], normed[f"§9.12, seed {s}"]
+    assert gn[-1]["classification"] > before[-1]["classification"] + 0.015, s
+    assert gn[-1]["both"] > before[-1]["both"] + 0.015, s
+    assert first[f"GroupNorm, seed {s}"]["classification"] > 0.7, s
+    step, best, last = best_and_last(gn)
+    assert last > best - 0.05, s  # no seed collapses
+assert max(p["classification"] for p in normed["width 32, seed 2 (§19)"]) < 0.15  # never left chance
+assert means20["classification"] > means19["classification"] + 2 and means20["both"] > means19["both"] + 2
+at = {name: {p["step"]: p["classification"] for p in points} for name, points in probes.items()}
+assert at["width 32"][200] < 0.15 and at["width 32, GroupNorm"][100] > 0.6
+assert at["width 16, GroupNorm"][600] > at["width 16"][600] + 0.015
+assert max(walls["GroupNorm"]) < 30 and 1.4 < sum(walls["GroupNorm"]) / sum(walls["§9.12"]) < 2

@@ -12,6 +12,11 @@ prints the multiset classification accuracy, or the RMSE, at the true boxes of `
     python research/task_capacity.py --loss patch --steps 3000
     python research/task_capacity.py --loss task --steps 3000 --model '{"task_depth": 0}'  # before §17
     python research/task_capacity.py --task reconstruct --loss patch --steps 3000 --model '{"task_code": 128}'
+    python research/task_capacity.py --steps 600 --every 100 --seed 2 --model '{"task_norm": false}' \
+        --out research/curves/capacity20-plain.jsonl  # §20: the classifier without its GroupNorm
+
+``--out`` also writes the measurements as a curve file (a header line, then one line per measurement) that
+``mistlib.evaluation.read_curve`` reads.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shlex
+import sys
 import time
 
 import torch
@@ -26,6 +33,7 @@ import torch.nn.functional as F
 
 from mistlib.evaluation import VALIDATION_SEED, box_keypoints
 from mistlib.experiments import build_model, dataset_tensors, make_dataset, recipe
+from mistlib.files import atomic_write
 from mistlib.metrics import DetectionMetrics, rmse
 from mistlib.sampler import sample_patches
 
@@ -42,6 +50,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--model", type=json.loads, default={}, help='MISTConfig overrides, e.g. {"task_width": 32}'
     )
+    parser.add_argument("--out", help="also write the measurements here, as a curve file")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
     experiment = recipe(args.task, "mnist-hard", "mist", budget="cpu", seed=args.seed)
@@ -52,6 +61,7 @@ def main(argv: list[str] | None = None) -> None:
     val = dataset_tensors(make_dataset(experiment, "test", args.val, seed=VALIDATION_SEED))
     optimizer = torch.optim.Adam(model.task.parameters(), lr=1e-3)
     start = time.time()
+    points: list[dict] = []
 
     def measure(step: int) -> None:
         images, boxes, labels, valid = val
@@ -66,6 +76,7 @@ def main(argv: list[str] | None = None) -> None:
         wall = round(time.time() - start, 1)
         print(json.dumps({"task": args.task, "loss": args.loss, "model": args.model, "step": step,
                           "wall_s": wall, name: round(value, 4)}), flush=True)  # fmt: skip
+        points.append({"step": step, "wall_s": wall, name: value})
 
     generator = torch.Generator().manual_seed(args.seed)
     for step in range(1, args.steps + 1):
@@ -86,6 +97,14 @@ def main(argv: list[str] | None = None) -> None:
         optimizer.step()
         if step % args.every == 0:
             measure(step)
+    if args.out:
+        given = sys.argv[1:] if argv is None else argv
+        command = shlex.join(["python", "research/task_capacity.py", *given])
+        name = f"task capacity, {args.task}, loss {args.loss}, model {args.model}"
+        header = {"name": name, "argv": command}
+        lines = [json.dumps(header)] + [json.dumps(point) for point in points]
+        text = ("\n".join(lines) + "\n").encode()
+        atomic_write(args.out, lambda handle: handle.write(text))
 
 
 if __name__ == "__main__":

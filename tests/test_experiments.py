@@ -74,13 +74,14 @@ def test_cpu_budget_is_smaller_but_the_same_method():
         recipe("reconstruct", "mnist-hard", "mist", budget="cpu"),
     )
     assert (small.model.heatmap_channels, small.model.heatmap_blocks) == (32, 2)  # research §14
-    # the wider eta is MNIST hard's, for MIST and both heatmap baselines; elsewhere compact's 16
+    # the wider eta is MNIST hard's, for MIST and both heatmap baselines, and MNIST easy MIST's (§20);
+    # elsewhere compact's 16
     widths = {
         (data, method): recipe("reconstruct", data, method, budget="cpu").model.heatmap_channels
         for data in ("mnist-hard", "mnist-easy", "gabor")
         for method in ("mist", "naive", "channelwise")
     }
-    wide = {("mnist-hard", method) for method in ("mist", "naive", "channelwise")}
+    wide = {("mnist-hard", method) for method in ("mist", "naive", "channelwise")} | {("mnist-easy", "mist")}
     assert widths == {key: 32 if key in wide else 16 for key in widths}
     # research §17: MIST's compact classifier is one stride-1 convolution per level deeper; the auto-encoders
     # and the baselines' classifiers are not
@@ -90,6 +91,15 @@ def test_cpu_budget_is_smaller_but_the_same_method():
         for method in ("mist", "naive", "channelwise", "grid")
     }
     assert depths == {key: int(key == ("classify", "mist")) for key in depths}
+    # research §20: the same classifier, and only it, has a GroupNorm after each convolution
+    norms = {
+        (task, data, method): recipe(task, data, method, budget="cpu").model.task_norm
+        for task, data in [("classify", "mnist-hard"), ("classify", "mnist-easy")]
+        + [("reconstruct", data) for data in ("mnist-hard", "mnist-easy", "gabor")]
+        for method in ("mist", "naive", "channelwise", "grid")
+    }
+    assert norms == {key: key[0] == "classify" and key[2] == "mist" for key in norms}
+    assert not recipe("classify", "mnist-hard", "mist").model.task_norm  # the paper's networks
     # research §18: the 128-number code is MNIST-hard MIST reconstruction's
     codes = {
         (task, data, method): recipe(task, data, method, budget="cpu").model.task_code
@@ -97,7 +107,8 @@ def test_cpu_budget_is_smaller_but_the_same_method():
         for data in ("mnist-hard", "mnist-easy")
         for method in ("mist", "naive", "channelwise", "grid")
     }
-    assert codes == {key: 128 if key == ("reconstruct", "mnist-hard", "mist") else 64 for key in codes}
+    big = {("reconstruct", "mnist-hard", "mist"), ("reconstruct", "mnist-easy", "mist")}  # and §20
+    assert codes == {key: 128 if key in big else 64 for key in codes}
     assert small.train["steps"] < full.train["steps"] and small.model.task_network == "compact"
     assert 0 < small.train["warmup_steps"] < small.train["steps"]  # lifting does run after the warm-up
     assert small.model.k == full.model.k
