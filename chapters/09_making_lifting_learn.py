@@ -229,6 +229,15 @@ def print_classification_curves(named: dict[str, list[dict]]) -> None:
         )
 
 
+def classification_at(named: dict[str, list[dict]], step: int, label: str) -> dict[str, dict]:
+    """Each curve's measurement at ``step``, printed as one line of classification per curve."""
+    width = max(map(len, named))
+    at = {name: next(p for p in points if p["step"] == step) for name, points in named.items()}
+    for name, point in at.items():
+        print(f"{label}: {name:{width}s} classification {100 * point['classification']:.1f}%")
+    return at
+
+
 print_classification_curves(classification)
 lasts = [points[-1]["iou50"] for points in seeds.values()]
 mean = sum(lasts) / len(lasts)
@@ -629,9 +638,7 @@ fig
 
 # %%
 print_classification_curves(deeper)
-warm_end = {name: next(p for p in points if p["step"] == 500) for name, points in deeper.items()}
-for name, point in warm_end.items():
-    print(f"end of the warm-up: {name:36s} classification {100 * point['classification']:.1f}%")
+warm_end = classification_at(deeper, 500, "end of the warm-up")
 final = {name: points[-1] for name, points in deeper.items() if name.startswith("deeper, η")}
 means = {key: 100 * sum(p[key] for p in final.values()) / len(final) for key in keys}
 print("three seeds of the new recipe, mean at the end:", ", ".join(f"{k} {v:.1f}%" for k, v in means.items()))
@@ -950,9 +957,7 @@ fig
 
 # %%
 print_classification_curves(normed)
-first = {name: next(p for p in points if p["step"] == 250) for name, points in normed.items()}
-for name, point in first.items():
-    print(f"after 250 warm-up steps: {name:24s} classification {100 * point['classification']:.1f}%")
+first = classification_at(normed, 250, "after 250 warm-up steps")
 means20 = {
     key: 100 * sum(points[-1][key] for name, points in normed.items() if name.startswith("GroupNorm")) / 3
     for key in keys
