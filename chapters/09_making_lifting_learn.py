@@ -929,13 +929,13 @@ assert spread["§9.12"] < spread["§9.11"]
 # the digits it names at the true boxes of the validation images every 100 steps:
 
 # %%
-probes = {
+probe_files = {
     "width 16": "plain",
     "width 16, GroupNorm": "gn",
     "width 32": "plain-w32",
     "width 32, GroupNorm": "gn-w32",
 }
-probes = {name: read_curve(curves_dir / f"capacity20-{file}.jsonl")[1] for name, file in probes.items()}
+probes = {name: read_curve(curves_dir / f"capacity20-{file}.jsonl")[1] for name, file in probe_files.items()}
 for name, points in probes.items():
     named = ", ".join(f"{100 * p['classification']:.1f}" for p in points)
     print(f"{name:20s} classification at steps 100, 200, ..., 600: {named} %")

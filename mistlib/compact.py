@@ -56,8 +56,7 @@ class CompactEncoder(nn.Module):
         layers: list[nn.Module] = []
         for c_in, c_out in zip(widths[:-1], widths[1:], strict=True):
             layers += _conv_relu(c_in, c_out, stride=2, norm=norm)  # side / 2
-            for _ in range(depth):
-                layers += _conv_relu(c_out, c_out, stride=1, norm=norm)
+            layers += _same_size_convs(c_out, depth, norm)
         side = patch_size // 2**levels
         self.layers = nn.Sequential(*layers, nn.Flatten(), nn.Linear(widths[-1] * side * side, code))
         self.latent_dim = code
@@ -105,9 +104,9 @@ def _conv_relu(c_in: int, c_out: int, stride: int, norm: bool = False) -> list[n
     return [conv, nn.GroupNorm(math.gcd(8, c_out), c_out), nn.ReLU()] if norm else [conv, nn.ReLU()]
 
 
-def _same_size_convs(channels: int, depth: int) -> list[nn.Module]:
-    """``depth`` x [3x3 stride-1 conv, ReLU] at ``channels`` channels (the decoder's ``depth``)."""
-    return [layer for _ in range(depth) for layer in _conv_relu(channels, channels, stride=1)]
+def _same_size_convs(channels: int, depth: int, norm: bool = False) -> list[nn.Module]:
+    """``depth`` x [3x3 stride-1 conv, (GroupNorm,) ReLU] at ``channels`` channels (the nets' ``depth``)."""
+    return [layer for _ in range(depth) for layer in _conv_relu(channels, channels, stride=1, norm=norm)]
 
 
 def compact_autoencoder(
