@@ -126,7 +126,8 @@ def candidate_losses(
 ) -> torch.Tensor:
     """``L_task`` of each image when keypoint k alone is moved by ``moves[m]``, the others kept in place.
 
-    One task-network pass over the K x M candidate windows. Reconstruction: the candidate canvas of
+    One task-network pass over the K x M own moves and the J alternatives (a window shown once, whichever
+    keypoint jumps to it). Reconstruction: the candidate canvas of
     keypoint k is composed with the other K - 1 canvases (their sum, or for the max composite their
     pixelwise maximum, taken from the two largest at each pixel), which is exactly eq. (6) with only k
     moved; only the pixels around keypoint k are recomputed. Classification: eq. (7) with row k of the
@@ -149,12 +150,13 @@ def candidate_losses(
         >>> losses.shape, torch.allclose(losses[:, :, 0], base[:, None].expand(2, 2), atol=1e-6)
         (torch.Size([2, 2, 2]), True)
     """
-    batch, k = keypoints.shape[:2]
+    batch, k, m = *keypoints.shape[:2], moves.shape[0]
     candidates = search_candidates(keypoints, moves, alternatives, model.scales, tuple(images.shape[-2:]))
-    count = candidates.shape[2]
-    flat = candidates.reshape(batch, k * count, 3)  # (B, K*M, 3)
-    output = model.task(sample_patches(images, flat, model.config.patch_size))  # (B, K*M, ...)
-    output = output.view(batch, k, count, *output.shape[2:])
+    # each alternative is one window whatever keypoint jumps to it: the network sees it once per image
+    windows = torch.cat([candidates[:, :, :m].reshape(batch, k * m, 3), candidates[:, 0, m:]], 1)
+    output = model.task(sample_patches(images, windows, model.config.patch_size))  # (B, K*M + J, ...)
+    own, jumps = output[:, : k * m].unflatten(1, (k, m)), output[:, k * m :]  # (B, K, M, ...), (B, J, ...)
+    output = torch.cat([own, jumps[:, None].expand(-1, k, *jumps.shape[1:])], dim=2)  # (B, K, M + J, ...)
     return model.task.candidate_losses(images, keypoints, output, candidates, labels)
 
 

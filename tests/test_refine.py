@@ -65,6 +65,22 @@ def test_candidate_losses_match_a_full_pass_per_move(overrides):
     torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
 
 
+def test_candidate_losses_show_the_network_each_alternative_once_per_image():
+    """K x M own moves plus the J alternatives, not K x (M + J): every keypoint jumping to alternative j
+    would be shown the same window."""
+    model = MIST(MISTConfig(k=3, task="classify", **TINY))
+    seen = []
+    model.task_net.register_forward_hook(lambda module, args, out: seen.append(args[0].shape[:2]))
+    keypoints = torch.tensor([[[30.0, 40, 20], [38, 44, 16], [60, 20, 25]]])
+    alternatives = torch.tensor([[[70.0, 10, 20], [2, 78, 25]]])
+    moves = search_moves(1.0)
+    with torch.no_grad():
+        candidate_losses(
+            model, torch.rand(1, 1, 80, 80), keypoints, torch.tensor([[1, 4, 7]]), moves, alternatives
+        )
+    assert seen == [torch.Size([1, 3 * moves.shape[0] + 2])]
+
+
 def test_search_moves_toward_a_lone_bright_square():
     """With an identity 'task network', eq. (6) is lowest when the window covers the square: the search
     walks a window 3 px off it back on, one step a move, and never raises the loss."""
