@@ -295,7 +295,9 @@ plain20 = topk_extract(heatmap, 20, model.scales)[0]  # (20, 3) eq. (3) with the
 for name, picks in (("softmax alone", plain20), (f"{config.nms} x {config.nms} NMS", top20[0])):
     print(f"top 20 picks, {name}: {close_pairs(picks, half)} pairs within {half} px, "
           f"{close_pairs(picks, 1)} pairs of neighbouring pixels")  # fmt: skip
-assert close_pairs(top20[0], config.nms // 2) == 0
+maxima = int(is_max[0].sum())  # past them, the extractor fills in with the best other pixels
+print(f"local maxima of {config.nms} x {config.nms} windows in this heatmap: {maxima}")
+assert close_pairs(top20[0, : min(20, maxima)], config.nms // 2) == 0
 
 # %% [markdown]
 # How soft is the suppression? The local softmax can only separate peaks as well as the raw scores do. Where
@@ -307,8 +309,9 @@ assert close_pairs(top20[0], config.nms // 2) == 0
 # learned is a few pixels wide, so with the softmax alone the pixels around the strongest digit outrank
 # every other digit and several of the K picks land on one object. Without the hard suppression before the
 # top-K our trained models did exactly that (appendix chapter 9); with it, a neighbouring pixel is never a
-# local maximum. The strength control of §4.5 lets you sharpen or flatten
-# the peaks and watch the plain top-K picks spread out or crowd together.
+# local maximum. (When a heatmap has fewer local maxima than K, as the last line counts, the extractor fills
+# the remaining places with the best other pixels, and those may lie next to a pick.) The strength control
+# of §4.5 lets you sharpen or flatten the peaks and watch the plain top-K picks spread out or crowd together.
 
 # %% [markdown]
 # ## 4.4 A subtlety: where eq. (2) belongs
@@ -423,7 +426,8 @@ by_hand = ((1 - a) * (1 - b) * zero_padded[y0 + m, x0 + m] + a * (1 - b) * zero_
            + (1 - a) * b * zero_padded[y0 + m + 1, x0 + m]
            + a * b * zero_padded[y0 + m + 1, x0 + m + 1])  # fmt: skip
 library = sample_patches(images, keypoints[:, :1], size=8)[0, 0, 0]  # (P, P)
-assert torch.allclose(by_hand, library, atol=1e-6)
+# grid_sample maps each point to [-1, 1] and back: float32 rounding there moves it by ~1e-5 px
+assert torch.allclose(by_hand, library, atol=2e-5)
 
 window = keypoints[:, :1].clone().requires_grad_(True)  # (1, 1, 3) as (x, y, s)
 sample_patches(images, window, size=config.patch_size).sum().backward()
