@@ -607,8 +607,9 @@ classifiers = {  # the classification recipe without and with its GroupNorm: val
     norm: [read_curve(curve_dir / f"{prefix}{seed}.jsonl")[1][-1]["classification"] for seed in (0, 1, 2)]
     for norm, prefix in ((False, "cls19-seed"), (True, "cls20-gn-seed"))
 }
-easy_plain, easy_normed = (  # MNIST easy's auto-encoder without and with it in its encoder
-    read_curve(curve_dir / f"{name}.jsonl")[1][-1]["rmse"] for name in ("easy20-wide128", "easy21-gn")
+hard_plain, hard_normed, easy_plain, easy_normed = (  # the auto-encoders without and with it in the encoder
+    read_curve(curve_dir / f"{name}.jsonl")[1][-1]["rmse"]
+    for name in ("scales20", "recon21-gn-hard", "easy20-wide128", "easy21-gn")
 )
 bench_runs = sorted((root / "bench" / "results").glob("cpu-20*.json"))
 speed = [json.loads(p.read_text()).get("lifting_images_per_s") or {} for p in bench_runs]
@@ -673,11 +674,12 @@ rows = [
         "ch. 9 §9.12",
     ),
     (
-        "A GroupNorm after each convolution of the classifier and of MNIST easy's encoder (`task_norm`)",
+        "A GroupNorm after each convolution of the classifier and of the encoder (`task_norm`)",
         f"validation classification at 2,000 steps, 3 seeds: {100 * min(classifiers[False]):.1f}–"
         f"{100 * max(classifiers[False]):.1f}% without, {100 * min(classifiers[True]):.1f}–"
-        f"{100 * max(classifiers[True]):.1f}% with; a wider classifier without it stayed at chance. MNIST "
-        f"easy's validation RMSE {easy_plain:.3f} without, {easy_normed:.3f} with",
+        f"{100 * max(classifiers[True]):.1f}% with; a wider classifier without it stayed at chance. "
+        f"Validation RMSE without and with it: MNIST hard {hard_plain:.3f} → {hard_normed:.3f}, MNIST easy "
+        f"{easy_plain:.3f} → {easy_normed:.3f}",
         "ch. 9 §9.13, §9.14",
     ),
     (
@@ -702,6 +704,7 @@ assert jumps > no_jumps and fast > slow + 0.05 and keeping_up[1000] > averaged[1
 assert experiment.train["pick_ema"] == 0  # the shipped MNIST-hard model picks from eta itself
 assert wider["rmse"] < code128["rmse"] < code64["rmse"] and model.config.task_code == 128
 assert min(classifiers[True]) > max(classifiers[False]) and easy_normed < easy_plain - 0.005
+assert hard_normed < hard_plain - 0.005 and model.config.task_norm
 assert warmup_end["rmse"] < warm[0]["rmse"] and base_last < base_best - 0.05 < search_best
 
 # %% [markdown]
