@@ -127,11 +127,10 @@ def candidate_losses(
     """``L_task`` of each image when keypoint k alone is moved by ``moves[m]``, the others kept in place.
 
     One task-network pass over the K x M own moves and the J alternatives (a window shown once, whichever
-    keypoint jumps to it). Reconstruction: the candidate canvas of
-    keypoint k is composed with the other K - 1 canvases (their sum, or for the max composite their
-    pixelwise maximum, taken from the two largest at each pixel), which is exactly eq. (6) with only k
-    moved; only the pixels around keypoint k are recomputed. Classification: eq. (7) with row k of the
-    logits replaced by the candidate's.
+    keypoint jumps to it). Reconstruction: the candidate canvas of keypoint k is composed with the other
+    K - 1 canvases (their sum, or for the max composite their pixelwise maximum, taken from the two largest
+    at each pixel), which is exactly eq. (6) with only k moved; only the pixels around keypoint k are
+    recomputed. Classification: eq. (7) with row k of the logits replaced by the candidate's.
 
     Args:
         images: (B, C, H, W); keypoints: (B, K, 3); labels: (B, L) or None (reconstruction);

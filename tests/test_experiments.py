@@ -99,8 +99,9 @@ def test_cpu_budget_is_smaller_but_the_same_method():
         + [("reconstruct", data) for data in ("mnist-hard", "mnist-easy", "gabor")]
         for method in ("mist", "naive", "channelwise", "grid")
     }
-    normed = {("classify", "mnist-hard", "mist"), ("classify", "mnist-easy", "mist")}
-    normed |= {("reconstruct", "mnist-hard", "mist"), ("reconstruct", "mnist-easy", "mist")}
+    normed = {
+        (task, data, "mist") for task in ("classify", "reconstruct") for data in ("mnist-hard", "mnist-easy")
+    }
     assert norms == {key: key in normed for key in norms}
     assert not recipe("classify", "mnist-hard", "mist").model.task_norm  # the paper's networks
     # research §18 and §20: the 128-number code is MIST reconstruction's on MNIST (hard and easy)
