@@ -1,6 +1,7 @@
 """What can the compact task network do when every window sits on a digit's true box?
 
-A diagnostic, not lifting: a fresh MIST of the cpu recipe (``--task classify`` or ``reconstruct``, MNIST hard)
+A diagnostic, not lifting: a fresh MIST of the cpu recipe (``--task classify`` or ``reconstruct``; ``--data``
+MNIST hard, or MNIST easy for reconstruction)
 trains only its task network tau on windows at the digits' true boxes (``evaluation.box_keypoints``) of the
 training images. The loss is the one lifting uses (``task``: eq. (7) for classification, eq. (6) with the
 recipe's composite for reconstruction) or one per window (``patch``: a cross-entropy against the box's own
@@ -41,6 +42,7 @@ from mistlib.sampler import sample_patches
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--task", choices=("classify", "reconstruct"), default="classify")
+    parser.add_argument("--data", choices=("mnist-hard", "mnist-easy"), default="mnist-hard")
     parser.add_argument("--loss", choices=("task", "patch"), default="task")
     parser.add_argument("--steps", type=int, default=1500)
     parser.add_argument("--every", type=int, default=250)
@@ -53,7 +55,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", help="also write the measurements here, as a curve file")
     args = parser.parse_args(argv)
     torch.manual_seed(args.seed)
-    experiment = recipe(args.task, "mnist-hard", "mist", budget="cpu", seed=args.seed)
+    experiment = recipe(args.task, args.data, "mist", budget="cpu", seed=args.seed)
     experiment.model = dataclasses.replace(experiment.model, **args.model)
     model = build_model(experiment)
     k, scales = model.config.k, model.scales
