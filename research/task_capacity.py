@@ -1,13 +1,13 @@
 """What can the compact task network do when every window sits on a digit's true box?
 
-A diagnostic, not lifting: a fresh MIST of the cpu recipe (``--task classify`` or ``reconstruct``; ``--data``
-MNIST hard, or MNIST easy for reconstruction)
-trains only its task network tau on windows at the digits' true boxes (``evaluation.box_keypoints``) of the
-training images. The loss is the one lifting uses (``task``: eq. (7) for classification, eq. (6) with the
-recipe's composite for reconstruction) or one per window (``patch``: a cross-entropy against the box's own
-label, or each patch against its own input), which needs location supervision. Every ``--every`` steps it
-prints the multiset classification accuracy, or the RMSE, at the true boxes of ``--val`` validation images
-(seed VALIDATION_SEED). A lifting-trained task network cannot beat what its network reaches here.
+A diagnostic, not lifting: a fresh MIST of the cpu recipe (``--task classify`` or ``reconstruct``, ``--data``
+``mnist-hard`` or ``mnist-easy``) trains only its task network tau on windows at the digits' true boxes
+(``evaluation.box_keypoints``) of the training images. The loss is the one lifting uses (``task``: eq. (7) for
+classification, eq. (6) with the recipe's composite for reconstruction) or one per window (``patch``: a
+cross-entropy against the box's own label, or each patch against its own input), which needs location
+supervision. Every ``--every`` steps it prints the multiset classification accuracy, or the RMSE, at the true
+boxes of ``--val`` validation images (seed VALIDATION_SEED). A lifting-trained task network cannot beat what
+its network reaches here.
 
     python research/task_capacity.py --loss task --steps 3000
     python research/task_capacity.py --loss patch --steps 3000
