@@ -38,7 +38,9 @@
 # - whether eq. (4)'s scales follow the digits' sizes, and what windows of the right size are worth;
 # - why a classifier that normalises its features learns from eq. (7) at once, and what it names then;
 #   and what MNIST hard's networks do for MNIST easy;
-# - how a search that encodes each window once saves time, and what the saving did (and did not) buy.
+# - how a search that encodes each window once saves time, and what the saving did (and did not) buy;
+# - what perfect windows would give, and why the last two targets need larger task networks;
+# - why MNIST easy suppresses in 19 × 19 windows, and what a wider classifier buys at what cost.
 
 # %% [markdown]
 # ## Setup
@@ -74,6 +76,7 @@ from mistlib.losses import reconstruct
 from mistlib.metrics import DetectionMetrics, rmse
 from mistlib.refine import SEARCH_MOVES
 from mistlib.sampler import sample_patches
+from mistlib.tables import load_results
 from mistlib.viz.curves import plot_curves
 from mistlib.viz.extraction import show_pick_sides
 
@@ -1144,9 +1147,10 @@ for data, (plain, normalised) in pairs.items():
 
 # %% [markdown]
 # Both validation RMSEs end about .007 lower, with the windows as good (IoU≥50% within half a point), and
-# both runs now fit the 30-minute budget. Both datasets take the GroupNorm: the shipped MNIST-hard and
-# MNIST-easy models are the two runs above. MNIST easy is still far from the paper's 0.038, for the reason
-# shown in §9.13: at P = 32 the round trip through the sampler alone loses more than that.
+# both runs now fit the 30-minute budget. Both datasets take the GroupNorm: the shipped MNIST-hard model
+# is the run above, and so was the MNIST-easy one until §9.16. MNIST easy is still far from the paper's
+# 0.038, for the reason shown in §9.13: at P = 32 the round trip through the sampler alone loses more
+# than that.
 
 # %%
 for data, (plain, normalised) in pairs.items():
@@ -1197,7 +1201,8 @@ assert abs(means21["classification"] - means20["classification"]) < 1
 # ## 9.15 What perfect windows would give
 #
 # Two targets are still out of reach: the classification row names 87.5% of the test digits against the
-# paper's 95.6%, and MNIST easy's RMSE is .086 against .038. How much of either could better picks recover?
+# paper's 95.6%, and MNIST easy's RMSE is more than twice the paper's .038. How much of either could better
+# picks recover?
 # `research/oracle_boxes.py --snap` (`research/README.md` §22) runs each shipped model's task network on
 # the 300 validation images four ways: at its own picks; with every pick moved onto the centre of the digit
 # nearest to it, its side kept; moved onto that digit's whole box; and at every digit's true box. Picks
@@ -1282,8 +1287,9 @@ print_reconstruction_curves(easy22)
 
 # %% [markdown]
 # The larger code ends level on validation, and the wider suppression a quarter of a hundredth lower,
-# what the same window gives the shipped model at test time. Neither is adopted: both gains are within a
-# seed's noise, and the distance to .038 is the auto-encoder's.
+# what the same window gives the shipped model at test time. On one seed both gains are within the noise,
+# and the distance to .038 is the auto-encoder's either way; §9.16 tries the wider suppression on a
+# second seed.
 
 # %%
 easy22_end = {name: points[-1]["rmse"] for name, points in easy22.items()}
@@ -1313,3 +1319,116 @@ shipped_end, smaller_end = (points[-1] for points in smaller.values())
 assert smaller["18, 22.5, 28"][0]["iou50"] < smaller["20, 25, 31 (shipped)"][0]["iou50"] - 0.01
 assert abs(smaller_end["classification"] - shipped_end["classification"]) < 0.005
 assert smaller_end["both"] < shipped_end["both"]
+
+# %% [markdown]
+# ## 9.16 MNIST easy takes the wider suppression; a wider classifier
+#
+# A gain of a quarter of a hundredth on one seed could be luck, so both MNIST-easy recipes, 13 × 13 and
+# 19 × 19 suppression, were trained again with another seed (`--seed 1`; `research/README.md` §22–23):
+
+# %%
+seed1 = {
+    "13 × 13, seed 1": read_curve(curves_dir / "easy22-base-seed1.jsonl")[1],
+    "19 × 19, seed 1": read_curve(curves_dir / "easy22-nms19-seed1.jsonl")[1],
+}
+fig = plot_curves(seed1, start=warmup)
+fig
+
+# %%
+print_reconstruction_curves(seed1)
+narrow1, wide1 = seed1.values()
+gains = {
+    "seed 0": easy22_end["shipped"] - easy22_end["19 × 19 suppression"],
+    "seed 1": narrow1[-1]["rmse"] - wide1[-1]["rmse"],
+}
+print("validation RMSE, 13 × 13 minus 19 × 19: " + ", ".join(f"{k} {v:.3f}" for k, v in gains.items()))
+lifting = [(a, b) for a, b in zip(narrow1, wide1, strict=True) if a["step"] > warmup]
+lower = sum(b["rmse"] < a["rmse"] for a, b in lifting)
+print(f"seed 1: 19 × 19 lower at {lower} of {len(lifting)} measurements after the warm-up")
+
+# %% [markdown]
+# The wider window wins again, by about as much, and on the second seed at every measurement of lifting.
+# The recipe now suppresses in 19 × 19 windows for MIST on MNIST easy (`recipe("reconstruct",
+# "mnist-easy", "mist", budget="cpu").model.nms`): the digits there sit a grid cell apart, so the wider
+# window removes a second pick on one digit without removing a neighbour. (MNIST hard keeps 13 × 13: its
+# digits overlap, and §9.15's test-time check found 13 best there.) The shipped MNIST-easy model is the
+# seed-0 run of §9.15, trained once more with the committed recipe to time it:
+
+# %%
+easy_shipped, _, easy_meta = pretrained("reconstruct-mnist-easy-mist", device="cpu")
+easy_row = next(r for r in load_results("table1") if (r.data, r.method) == ("mnist-easy", "mist"))
+print(
+    f"shipped MNIST-easy model: {easy_shipped.config.nms} × {easy_shipped.config.nms} suppression, "
+    f"trained in {easy_meta['wall_time_s']:.0f} s; test RMSE {easy_row.ours['rmse']:.3f} "
+    f"(paper {easy_row.paper['rmse']})"
+)
+
+# %%
+assert all(0 < gain < 0.005 for gain in gains.values())
+assert lower == len(lifting)
+assert easy_shipped.config.nms == 19 and easy_meta["wall_time_s"] <= 30 * 60
+assert easy_row.ours["rmse"] > 2 * easy_row.paper["rmse"]
+
+# %% [markdown]
+# **A wider classifier.** §9.15 found the classifier's ceiling at about 95% even at the true boxes, and a
+# classifier of width 32 a point higher there at three times the cost. Width 24, trained by lifting with
+# the rest of the classification recipe unchanged (seed 0), against the shipped seed:
+
+# %%
+wider_file = read_curve(curves_dir / "cls23-w24.jsonl")
+wider = {"width 16 (shipped)": new_eta["η with GroupNorm, seed 0"], "width 24": wider_file[1]}
+print_classification_curves(wider)
+shipped_wall = read_curve(curves_dir / "cls21-gneta-seed0.jsonl")[0]["wall_time_s"]
+print(f"wall time: width 16 {shipped_wall:.0f} s, width 24 {wider_file[0]['wall_time_s']:.0f} s")
+
+# %% [markdown]
+# Width 24 names a little under a point more of the validation digits at the end and finds as many, but
+# its run took more than 30 minutes. Most of a classification step is the stage-2 search, which runs the
+# classifier on every candidate window; with one search iteration instead of two (the first, which may
+# jump to E_K's runner-ups), a width-24 step costs about what the shipped step does. Seconds per lifting
+# step, timed side by side on one core (`research/step_time.py`):
+
+# %%
+step_times = [json.loads(line) for line in (curves_dir / "steptime23.jsonl").read_text().splitlines()]
+for row in step_times:
+    print(f"{json.dumps(row['variant']):68s} {row['ratio']:.2f} × the shipped step")
+
+# %% [markdown]
+# So the search's second iteration can buy the wider classifier. Three seeds of that recipe against the
+# shipped recipe's three (§9.14):
+
+# %%
+cheaper_files = ("cls23-w24it1", "cls23-w24it1-seed1", "cls23-w24it1-seed2")
+cheaper = {s: read_curve(curves_dir / f"{name}.jsonl")[1] for s, name in enumerate(cheaper_files)}
+ends = {
+    "width 16, two iterations (shipped)": [new_eta[f"η with GroupNorm, seed {s}"][-1] for s in (0, 1, 2)],
+    "width 24, one iteration": [cheaper[s][-1] for s in (0, 1, 2)],
+}
+for name, points in ends.items():
+    seeds = "; ".join(" / ".join(f"{100 * p[key]:.1f}" for key in keys) for p in points)
+    mean = " / ".join(f"{100 * sum(p[key] for p in points) / 3:.1f}" for key in keys)
+    print(f"{name}: seeds {seeds}; mean {mean}")
+for s in (0, 1, 2):
+    step, best, last = best_and_last(cheaper[s])
+    print(f"seed {s}: IoU≥50% best {100 * best:.1f}% at step {step:,}, last {100 * last:.1f}%")
+
+# %% [markdown]
+# The wider classifier names more digits on every seed, about half a point on average, but the picks find
+# a little fewer (one search iteration moves them less), so "both" ends level. On this machine, slower on
+# the day than when the shipped row was trained, each of the three runs also took more than 30 minutes.
+# Not adopted: it does not move the targets that are short, and a row must fit the budget. It is the first
+# thing to try where the budget is larger.
+
+# %%
+narrow_end, wide_end = (points[-1] for points in wider.values())
+assert 0 < wide_end["classification"] - narrow_end["classification"] < 0.02
+assert abs(wide_end["iou50"] - narrow_end["iou50"]) < 0.005
+assert wider_file[0]["wall_time_s"] > 30 * 60 > shipped_wall
+ratios = [row["ratio"] for row in step_times]
+assert ratios[1] > 1.4 and abs(ratios[2] - 1) < 0.1
+means = {name: {key: sum(p[key] for p in points) / 3 for key in keys} for name, points in ends.items()}
+shipped_means, cheaper_means = means.values()
+assert all(c["classification"] > n["classification"] for n, c in zip(*ends.values(), strict=True))
+assert all(c["iou50"] < n["iou50"] for n, c in zip(*ends.values(), strict=True))
+assert abs(cheaper_means["both"] - shipped_means["both"]) < 0.002
+assert all(best_and_last(points)[2] > best_and_last(points)[1] - 0.05 for points in cheaper.values())

@@ -35,10 +35,15 @@ def test_recipes_fit_their_data():
     # top-K methods suppress non-maxima (5 x 5, as the authors' code: the default); Gabor impulses add up
     nms = {method: recipe("reconstruct", "gabor", method).model.nms for method in ("mist", "naive")}
     assert nms == {"mist": 5, "naive": 5}
-    # on digits the cpu MIST recipe suppresses in 13 x 13 windows and lets stage 2 jump (research §11); on
-    # Gabor in 9 x 9 windows, without jumps (research §18)
-    cpu = {data: recipe("reconstruct", data, "mist", budget="cpu") for data in ("mnist-hard", "gabor")}
+    # on digits the cpu MIST recipe suppresses in 13 x 13 windows and lets stage 2 jump (research §11), on
+    # MNIST easy's grid of digits in 19 x 19 windows (§22); on Gabor in 9 x 9 windows, without jumps (§18)
+    cpu = {
+        data: recipe("reconstruct", data, "mist", budget="cpu")
+        for data in ("mnist-hard", "mnist-easy", "gabor")
+    }
     assert (cpu["mnist-hard"].model.nms, cpu["mnist-hard"].train["refine_jumps"]) == (13, 4)
+    assert (cpu["mnist-easy"].model.nms, cpu["mnist-easy"].train["refine_jumps"]) == (19, 4)
+    assert recipe("classify", "mnist-easy", "mist", budget="cpu").model.nms == 13
     assert (cpu["gabor"].model.nms, cpu["gabor"].train.get("refine_jumps", 0)) == (9, 0)
     assert recipe("classify", "mnist-hard", "naive", budget="cpu").model.nms == 5
     # eta learns 10x faster on MNIST reconstruction (research §13); classification and Gabor keep 1e-4
