@@ -165,7 +165,7 @@ def recipe(
         (32, 32)
         >>> small.model.composite, small.train["warmup_windows"], small.model.nms, small.train["refine_jumps"]
         ('max', 'heatmap', 13, 4)
-        >>> easy.model.nms  # research §22: the digits of MNIST easy are a grid cell apart
+        >>> easy.model.nms  # research §22-23: the digits of MNIST easy are a grid cell apart
         19
         >>> classify = recipe("classify", "mnist-hard", "mist", budget="cpu")
         >>> small.train["lr_heatmap"], "lr_heatmap" in classify.train
