@@ -964,10 +964,14 @@ fig
 # %%
 print_classification_curves(normed)
 first = classification_at(normed, 250, "after 250 warm-up steps")
-means20 = {
-    key: 100 * sum(points[-1][key] for name, points in normed.items() if name.startswith("GroupNorm")) / 3
-    for key in keys
-}
+
+
+def end_means(curves: list[list[dict]]) -> dict[str, float]:
+    """The mean over ``curves`` of each metric of ``keys`` at its last measurement, in percent."""
+    return {key: 100 * sum(points[-1][key] for points in curves) / len(curves) for key in keys}
+
+
+means20 = end_means([points for name, points in normed.items() if name.startswith("GroupNorm")])
 print("mean of the three seeds at the end:", ", ".join(f"{k} {v:.1f}%" for k, v in means20.items()))
 print("the same in §9.12:                 ", ", ".join(f"{k} {v:.1f}%" for k, v in means19.items()))
 walls = {
@@ -1176,10 +1180,7 @@ fig
 
 # %%
 print_classification_curves(new_eta)
-means21 = {
-    key: 100 * sum(points[-1][key] for name, points in new_eta.items() if "GroupNorm" in name) / 3
-    for key in keys
-}
+means21 = end_means([points for name, points in new_eta.items() if "GroupNorm" in name])
 print("mean of the three seeds at the end:", ", ".join(f"{k} {v:.1f}%" for k, v in means21.items()))
 print("the same from η before (§9.13):    ", ", ".join(f"{k} {v:.1f}%" for k, v in means20.items()))
 
@@ -1399,18 +1400,14 @@ for row in step_times:
 
 # %%
 cheaper_files = ("cls23-w24it1", "cls23-w24it1-seed1", "cls23-w24it1-seed2")
-cheaper = {s: read_curve(curves_dir / f"{name}.jsonl")[1] for s, name in enumerate(cheaper_files)}
-ends = {
-    "width 16, two iterations (shipped)": [new_eta[f"η with GroupNorm, seed {s}"][-1] for s in (0, 1, 2)],
-    "width 24, one iteration": [cheaper[s][-1] for s in (0, 1, 2)],
+cheaper = {
+    f"width 24, one iteration, seed {s}": read_curve(curves_dir / f"{name}.jsonl")[1]
+    for s, name in enumerate(cheaper_files)
 }
-for name, points in ends.items():
-    seeds = "; ".join(" / ".join(f"{100 * p[key]:.1f}" for key in keys) for p in points)
-    mean = " / ".join(f"{100 * sum(p[key] for p in points) / 3:.1f}" for key in keys)
-    print(f"{name}: seeds {seeds}; mean {mean}")
-for s in (0, 1, 2):
-    step, best, last = best_and_last(cheaper[s])
-    print(f"seed {s}: IoU≥50% best {100 * best:.1f}% at step {step:,}, last {100 * last:.1f}%")
+print_classification_curves(cheaper)
+means23 = end_means(list(cheaper.values()))
+print("mean of the three seeds at the end:", ", ".join(f"{k} {v:.1f}%" for k, v in means23.items()))
+print("the shipped recipe's (§9.14):      ", ", ".join(f"{k} {v:.1f}%" for k, v in means21.items()))
 
 # %% [markdown]
 # The wider classifier names more digits on every seed, about half a point on average, but the picks find
@@ -1426,9 +1423,10 @@ assert abs(wide_end["iou50"] - narrow_end["iou50"]) < 0.005
 assert wider_file[0]["wall_time_s"] > 30 * 60 > shipped_wall
 ratios = [row["ratio"] for row in step_times]
 assert ratios[1] > 1.4 and abs(ratios[2] - 1) < 0.1
-means = {name: {key: sum(p[key] for p in points) / 3 for key in keys} for name, points in ends.items()}
-shipped_means, cheaper_means = means.values()
-assert all(c["classification"] > n["classification"] for n, c in zip(*ends.values(), strict=True))
-assert all(c["iou50"] < n["iou50"] for n, c in zip(*ends.values(), strict=True))
-assert abs(cheaper_means["both"] - shipped_means["both"]) < 0.002
-assert all(best_and_last(points)[2] > best_and_last(points)[1] - 0.05 for points in cheaper.values())
+for s, points in enumerate(cheaper.values()):
+    shipped_end, wide_end = new_eta[f"η with GroupNorm, seed {s}"][-1], points[-1]
+    assert wide_end["classification"] > shipped_end["classification"], s
+    assert wide_end["iou50"] < shipped_end["iou50"], s
+    step, best, last = best_and_last(points)
+    assert last > best - 0.05, s  # no collapse
+assert abs(means23["both"] - means21["both"]) < 0.2

@@ -1,12 +1,12 @@
 """How long one lifting step of a cpu recipe takes with a few changes to it, timed side by side.
 
-A diagnostic for choices that trade time for quality (research/README.md §23): every variant is a
-``recipe(--task, --data, "mist", budget="cpu")`` with MISTConfig overrides (``--model``) and trainer
-overrides (``--train``), built from the same seed, and fed the same batch of 32 training images. After
-``--warm`` untimed lifting steps each, the variants take turns: one repetition is ``--steps`` lifting steps of
-one variant, and ``--reps`` rounds of repetitions give each variant's median seconds per step, so that a
-change in the machine's load hits all of them alike. The warm-up of the task network is skipped (it is not
-what is timed) and eta starts from scratch (its weights do not change the step's work).
+A diagnostic for choices that trade time for quality (research/README.md §23): every ``--variant`` is a
+``recipe(--task, --data, "mist", budget="cpu")`` with the MISTConfig overrides of its ``"model"`` and the
+trainer overrides of its ``"train"``, built from the same seed, and fed the same ``--batch`` training
+images. After ``--warm`` untimed lifting steps each, the variants take turns: one repetition is ``--steps``
+lifting steps of one variant, and ``--reps`` rounds of repetitions give each variant's median seconds per
+step, so that a change in the machine's load hits all of them alike. The warm-up of the task network is
+skipped (it is not what is timed) and eta starts from scratch (its weights do not change the step's work).
 
     OMP_NUM_THREADS=1 python research/step_time.py --task classify \\
         --variant '{}' '{"model": {"task_width": 24}}' \\
@@ -74,12 +74,10 @@ def main(argv: list[str] | None = None) -> None:
             "variant": variant,
             "seconds_per_step": round(median, 3),
             "ratio": round(median / reference, 2),
+            "repetitions": [round(t, 3) for t in times],
+            "threads": torch.get_num_threads(),
         }
-        print(
-            json.dumps(
-                row | {"repetitions": [round(t, 3) for t in times], "threads": torch.get_num_threads()}
-            )
-        )
+        print(json.dumps(row))
 
 
 if __name__ == "__main__":
