@@ -278,7 +278,8 @@ print("resized image sides:", sides, " FLOPs per pixel of the trunk:", per_pixel
 # **Time per step on this CPU.** A training step of Algorithm 1 runs stage 1 (update $\tau$), stage 2
 # (refine the keypoints: `refine_iterations` forward and backward passes of the task network) and stage 3
 # (regress the heatmap); during the warm-up only stage 1 runs, on random windows or (`warmup_windows`:
-# every MIST reconstruction recipe and the cpu classification one) on the heatmap's picks. The cell
+# every MIST reconstruction recipe and the cpu classification one) on the heatmap's picks, and so it does
+# during the polish at the end of a recipe that has one (`polish_steps`: MIST on MNIST easy). The cell
 # times one step of each kind on one thread (the fastest of three, since other work on the machine only
 # adds time), and extrapolates to a whole recipe.
 # The GPU recipe is timed on a batch of 8 instead of 32 to keep this chapter quick (a step's time grows
@@ -317,7 +318,8 @@ for budget, experiment, batch_size in (("cpu", cpu_recipe, 16), ("gpu", gpu_reci
     timings = time_steps(experiment, batch_size)
     c = experiment.trainer_config()
     scale = c.batch_size / batch_size
-    total = scale * (c.warmup_steps * timings["warm-up"] + (c.steps - c.warmup_steps) * timings["lifting"])
+    stage1_only = c.warmup_steps + c.polish_steps  # steps that cost a warm-up step
+    total = scale * (stage1_only * timings["warm-up"] + (c.steps - stage1_only) * timings["lifting"])
     steps = ", ".join(f"{stage} {seconds:.2f} s" for stage, seconds in timings.items())
     print(f"{budget} recipe, batch {batch_size}: {steps}")
     print(f"   whole recipe ({c.steps} steps of batch {c.batch_size}) ~ {total / 60:.0f} min on this CPU")

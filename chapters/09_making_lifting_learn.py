@@ -1352,23 +1352,12 @@ print(f"seed 1: 19 × 19 lower at {lower} of {len(lifting)} measurements after t
 # The recipe now suppresses in 19 × 19 windows for MIST on MNIST easy (`recipe("reconstruct",
 # "mnist-easy", "mist", budget="cpu").model.nms`): the digits there sit a grid cell apart, so the wider
 # window removes a second pick on one digit without removing a neighbour. (MNIST hard keeps 13 × 13: its
-# digits overlap, and §9.15's test-time check found 13 best there.) The shipped MNIST-easy model is the
-# seed-0 run of §9.15, trained once more with the committed recipe to time it:
-
-# %%
-easy_shipped, _, easy_meta = pretrained("reconstruct-mnist-easy-mist", device="cpu")
-easy_row = next(r for r in load_results("table1") if (r.data, r.method) == ("mnist-easy", "mist"))
-print(
-    f"shipped MNIST-easy model: {easy_shipped.config.nms} × {easy_shipped.config.nms} suppression, "
-    f"trained in {easy_meta['wall_time_s']:.0f} s; test RMSE {easy_row.ours['rmse']:.3f} "
-    f"(paper {easy_row.paper['rmse']})"
-)
+# digits overlap, and §9.15's test-time check found 13 best there.) The seed-0 run of §9.15, trained once
+# more with the committed recipe, was the shipped MNIST-easy model until §9.17 added a polish to it.
 
 # %%
 assert all(0 < gain < 0.005 for gain in gains.values())
 assert lower == len(lifting)
-assert easy_shipped.config.nms == 19 and easy_meta["wall_time_s"] <= 30 * 60
-assert easy_row.ours["rmse"] > 2 * easy_row.paper["rmse"]
 
 # %% [markdown]
 # **A wider classifier.** §9.15 found the classifier's ceiling at about 95% even at the true boxes, and a
@@ -1430,3 +1419,91 @@ for s, points in enumerate(cheaper.values()):
     step, best, last = best_and_last(points)
     assert last > best - 0.05, s  # no collapse
 assert abs(means23["both"] - means21["both"]) < 0.2
+
+
+# %% [markdown]
+# ## 9.17 Polishing: the task network alone, after lifting
+#
+# In every MNIST-easy curve above the picks have found the digits long before the end (IoU≥50% moves by
+# a point or less after step 1,250), while the RMSE keeps falling: what is left is the auto-encoder's
+# error. A lifting step is expensive because stage 2's search runs the task network on every candidate
+# window; a step of stage 1 alone, on the heatmap network's picks, is the warm-up's step and costs a sixth
+# of it. `LiftingConfig(polish_steps=n)` runs that step for the last n steps of a run, with η frozen (its
+# cosine schedule reaches 0 where the polish starts; τ's reaches 0 at the end). Nothing new supervises
+# anything: the picks are $\mathcal{E}_K$'s and the loss is the task's. Seconds per step, timed side by
+# side on one core (`research/step_time.py`; a variant whose steps are all polish steps):
+
+# %%
+for name in ("easy", "classify"):
+    rows = [json.loads(line) for line in (curves_dir / f"steptime24-{name}.jsonl").read_text().splitlines()]
+    lift_row, polish_row = rows
+    print(f"{name:9s} polish step {polish_row['ratio']:.2f} × a lifting step")
+
+# %% [markdown]
+# One MNIST-easy run (seed 0) with 1,000 lifting steps and 1,500 polish steps after the same 500 warm-up
+# steps (3,000 in all), against the shipped run of §9.16 (2,000 steps, 1,500 of them lifting):
+
+# %%
+polish_easy = {
+    "19 × 19, 1,500 lifting steps": easy22["19 × 19 suppression"],
+    "1,000 lifting + 1,500 polish": read_curve(curves_dir / "easy24-polish.jsonl")[1],
+}
+fig = plot_curves(polish_easy, start=warmup)
+fig
+
+# %%
+print_reconstruction_curves(polish_easy)
+walls = {
+    name: read_curve(curves_dir / f"{file}.jsonl")[0]["wall_time_s"]
+    for name, file in (("19 × 19", "easy22-nms19"), ("polish", "easy24-polish"))
+}
+print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items()))
+
+# %% [markdown]
+# The shorter lifting finds as many digits, and the polish lowers the validation RMSE by about half a
+# hundredth, in less time. The recipe adopts it for MIST on MNIST easy
+# (`recipe("reconstruct", "mnist-easy", "mist", budget="cpu").train["polish_steps"]`), and this run is the
+# shipped model:
+
+# %%
+easy_shipped, easy_experiment_now, easy_meta = pretrained("reconstruct-mnist-easy-mist", device="cpu")
+table1_rows = {(r.data, r.method): r for r in load_results("table1")}
+easy_row, easy_grid = table1_rows[("mnist-easy", "mist")], table1_rows[("mnist-easy", "grid")]
+print(
+    f"shipped MNIST-easy model: {easy_experiment_now.train['polish_steps']} polish steps of "
+    f"{easy_meta['steps']}, trained in {easy_meta['wall_time_s']:.0f} s; test RMSE "
+    f"{easy_row.ours['rmse']:.3f} (grid {easy_grid.ours['rmse']:.3f}; paper {easy_row.paper['rmse']})"
+)
+
+# %% [markdown]
+# MIST now reconstructs MNIST easy better than the grid, as in the paper's Table 1, though still twice
+# the paper's error: §9.13's round trip through the sampler alone costs more than that. On classification
+# η hardly moves while lifting (§9.14), so the same trade was tried there too: 1,000 lifting steps and
+# 2,000 polish steps of the classifier, against the shipped seeds:
+
+# %%
+polish_cls = {
+    "shipped, seed 0": new_eta["η with GroupNorm, seed 0"],
+    "polish, seed 0": read_curve(curves_dir / "cls24-polish.jsonl")[1],
+}
+print_classification_curves(polish_cls)
+
+# %% [markdown]
+# It names no more digits on validation at the end and "both" is a few tenths higher: within what seeds
+# differ by. Not adopted; the classification row keeps its recipe.
+
+# %%
+step_ratios = {
+    name: json.loads((curves_dir / f"steptime24-{name}.jsonl").read_text().splitlines()[1])["ratio"]
+    for name in ("easy", "classify")
+}
+assert all(ratio < 0.25 for ratio in step_ratios.values())
+before_end, polish_end = (points[-1] for points in polish_easy.values())
+assert polish_end["rmse"] < before_end["rmse"] - 0.004
+assert polish_end["iou50"] > before_end["iou50"] - 0.01
+assert walls["polish"] < walls["19 × 19"] and easy_meta["wall_time_s"] <= 30 * 60
+assert easy_experiment_now.train["polish_steps"] == 1500 and easy_shipped.config.nms == 19
+assert easy_grid.ours["rmse"] > easy_row.ours["rmse"] > 2 * easy_row.paper["rmse"]
+shipped_cls_end, polish_cls_end = (points[-1] for points in polish_cls.values())
+assert abs(polish_cls_end["classification"] - shipped_cls_end["classification"]) < 0.005
+assert 0 <= polish_cls_end["both"] - shipped_cls_end["both"] < 0.01

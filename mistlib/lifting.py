@@ -58,6 +58,7 @@ class LiftingConfig(TrainConfig):
     warmup_steps: int = 0  # first steps train only tau, on K random windows per image
     warmup_loss: str = "patch"  # warm-up loss: "patch" (each patch vs its own input) or "image" (eq. 6)
     warmup_windows: str = "random"  # warm-up windows: "random", or "heatmap": E_K of the (frozen) heatmap net
+    polish_steps: int = 0  # last steps train only tau, on E_K of the (frozen) heatmap net: stage 1 alone
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     target_nms: bool = False  # leave out of h_bar the keypoints that E_K's suppression window would drop
@@ -80,6 +81,11 @@ class LiftingConfig(TrainConfig):
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if not 0 <= self.polish_steps <= self.steps - self.warmup_steps:
+            raise ValueError(
+                f"polish_steps must be in [0, steps - warmup_steps = {self.steps - self.warmup_steps}], "
+                f"got {self.polish_steps}"
+            )
         for name in ("refine_jumps", "jump_residual"):
             value = getattr(self, name)
             if value < 0 or (value and self.refine_optimizer != "search"):
@@ -330,15 +336,15 @@ class LiftingTrainer(Trainer):
         }
 
     def pick(
-        self, images: torch.Tensor, warming_up: bool
+        self, images: torch.Tensor, warming_up: bool, polishing: bool = False
     ) -> tuple[torch.Tensor | None, torch.Tensor, torch.Tensor | None]:
-        """This step's windows (B, K, 3); after the warm-up, the heatmap (B, S, H, W) whose gradient stage 3
+        """This step's windows (B, K, 3); while lifting, the heatmap (B, S, H, W) whose gradient stage 3
         follows, and with ``refine_jumps`` = J the next J picks (B, J, 3) (None where absent)."""
         model, config = self.model, self.config
         if warming_up and config.warmup_windows == "random":
             generator = step_generator(config.seed, self.step, self.device)
             return None, random_windows(images, model.config.k, model.scales, generator), None
-        if warming_up:  # the heatmap's own picks, eta frozen: stage 1 alone
+        if warming_up or polishing:  # the heatmap's own picks, eta frozen: stage 1 alone
             with torch.no_grad():
                 return None, model.extract(images)[1], None
         count = model.config.k + config.refine_jumps
@@ -351,24 +357,33 @@ class LiftingTrainer(Trainer):
         return heatmap, *split_picks(picks.detach(), model.config.k)
 
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
-        """One batch of Algorithm 1 (after the warm-up; stage 1 alone during it): the losses as floats."""
+        """One batch of Algorithm 1 (stage 1 alone during the warm-up and the polish): the losses as floats.
+
+        With ``lr_schedule="cosine"`` eta's rate decays to 0 over the lifting steps, and tau's over the
+        lifting and polishing steps together (the same schedule when ``polish_steps`` is 0).
+        """
         check_images("images", images, self.model.config.in_channels)
         model, config = self.model, self.config
         if self.log is not None and config.snapshot_every and self.step % config.snapshot_every == 0:
             self.log.record(self.step, self.inspect(*self.probe))
         warming_up = self.step < config.warmup_steps
+        polishing = config.polish_steps > 0 and self.step >= config.steps - config.polish_steps
         if config.lr_schedule == "cosine" and not warming_up:
-            rates = {"task": config.lr_task, "heatmap": config.lr_heatmap}
-            cosine_decay(
-                self.optimizers, rates, self.step - config.warmup_steps, config.steps - config.warmup_steps
-            )
+            done, lifting = self.step - config.warmup_steps, config.steps - config.warmup_steps
+            for name, rate, total in [
+                ("task", config.lr_task, lifting),
+                ("heatmap", config.lr_heatmap, lifting - config.polish_steps),
+            ]:
+                cosine_decay({name: self.optimizers[name]}, {name: rate}, done, total)
         with checks(False), self.autocast():
-            heatmap, keypoints, alternatives = self.pick(images, warming_up)
+            heatmap, keypoints, alternatives = self.pick(images, warming_up, polishing)
             per_patch = warming_up and config.warmup_loss == "patch"
             # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I))
             task = task_update(model, self.optimizers["task"], images, keypoints, labels, per_patch)
             if warming_up:
                 return {"warmup": task.item()}
+            if polishing:
+                return {"polish": task.item()}
             # stage 2: x* <- optimise {x_k} with L_task, tau frozen
             refined = self.refine(images, keypoints, labels, alternatives)
             # stage 3: h_bar = E_K^{-1}(x*); eta <- optimise H_eta with L_lift = ||h_bar - H_eta(I)||^2

@@ -44,6 +44,10 @@ def test_recipes_fit_their_data():
     assert (cpu["mnist-hard"].model.nms, cpu["mnist-hard"].train["refine_jumps"]) == (13, 4)
     assert (cpu["mnist-easy"].model.nms, cpu["mnist-easy"].train["refine_jumps"]) == (19, 4)
     assert recipe("classify", "mnist-easy", "mist", budget="cpu").model.nms == 13
+    # on MNIST easy the auto-encoder alone trains on eta's picks for the last half of the steps (§24)
+    polish = {data: cpu[data].trainer_config().polish_steps for data in cpu}
+    assert polish == {"mnist-hard": 0, "mnist-easy": 1500, "gabor": 0}
+    assert cpu["mnist-easy"].trainer_config().steps == 3000
     assert (cpu["gabor"].model.nms, cpu["gabor"].train.get("refine_jumps", 0)) == (9, 0)
     assert recipe("classify", "mnist-hard", "naive", budget="cpu").model.nms == 5
     # eta learns 10x faster on MNIST reconstruction (research §13); classification and Gabor keep 1e-4

@@ -158,6 +158,29 @@ def test_warmup_options_are_checked():
         LiftingConfig(warmup_loss="eq6")
 
 
+def test_polish_trains_only_the_task_network_on_the_heatmaps_picks(hard32):
+    """The last polish_steps run stage 1 alone at E_K(H_eta(I)) with L_task (eq. 6, not per patch);
+    with the cosine schedule eta's rate has reached 0 when they start and tau's has not."""
+    images = hard32[0][:8]
+    trainer = _trainer(steps=10, warmup_steps=2, polish_steps=4, lr_schedule="cosine")
+    trainer.fit(images, steps=6)  # two warm-up and four lifting steps
+    model = trainer.model
+    heat = [p.detach().clone() for p in model.heatmap_net.parameters()]
+    with torch.no_grad():
+        expected = model.task_loss(images, model.run_task(images, model.extract(images)[1])).item()
+        out = model.run_task(images, model.extract(images)[1])
+        per_patch = ((out.task_output - out.patches) ** 2).mean().item()
+    assert abs(expected - per_patch) > 1e-4  # eq. (6) and the per-patch loss really differ here
+    losses = trainer.train_step(images, None)
+    assert set(losses) == {"polish"} and losses["polish"] == pytest.approx(expected, rel=1e-5)
+    assert all(torch.equal(a, b) for a, b in zip(heat, model.heatmap_net.parameters(), strict=True))
+    rates = {name: opt.param_groups[0]["lr"] for name, opt in trainer.optimizers.items()}
+    lr_task = trainer.config.lr_task * 0.5 * (1 + math.cos(math.pi * 4 / 8))  # 4 of 8 steps after warm-up
+    assert rates == pytest.approx({"heatmap": 0.0, "task": lr_task})
+    with pytest.raises(ValueError, match="polish_steps must be in"):
+        LiftingConfig(steps=10, warmup_steps=5, polish_steps=6)
+
+
 def test_jumps_take_the_runner_up_picks_of_e_k(hard32):
     """With refine_jumps = J, a step picks K + J maxima: the first K are the windows, the rest the
     alternatives stage 2 may jump to; refine_jumps needs the search rule."""
