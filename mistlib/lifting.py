@@ -369,10 +369,10 @@ class LiftingTrainer(Trainer):
         warming_up = self.step < config.warmup_steps
         polishing = config.polish_steps > 0 and self.step >= config.steps - config.polish_steps
         if config.lr_schedule == "cosine" and not warming_up:
-            done, lifting = self.step - config.warmup_steps, config.steps - config.warmup_steps
+            done, after_warmup = self.step - config.warmup_steps, config.steps - config.warmup_steps
             for name, rate, total in [
-                ("task", config.lr_task, lifting),
-                ("heatmap", config.lr_heatmap, lifting - config.polish_steps),
+                ("task", config.lr_task, after_warmup),
+                ("heatmap", config.lr_heatmap, after_warmup - config.polish_steps),
             ]:
                 cosine_decay({name: self.optimizers[name]}, {name: rate}, done, total)
         with checks(False), self.autocast():

@@ -145,7 +145,7 @@ def _plain(value):
 
 
 def check_steps(experiment: Experiment) -> None:
-    """Refuse a MIST run whose steps end within its warm-up: it would train no lifting step.
+    """Refuse a MIST run whose steps end within its warm-up and polish: it would train no lifting step.
 
     Example:
         >>> from mistlib.experiments import recipe
@@ -153,13 +153,21 @@ def check_steps(experiment: Experiment) -> None:
         Traceback (most recent call last):
         ...
         mistlib.runs.RunError: steps 10 end within the 10 warm-up steps of this mist recipe: no lifting ...
+        >>> check_steps(recipe("reconstruct", "mnist-easy", "mist", budget="cpu", train={
+        ...     "steps": 2000, "warmup_steps": 500, "polish_steps": 1500}))
+        Traceback (most recent call last):
+        ...
+        mistlib.runs.RunError: steps 2000 leave no lifting step between the 500 warm-up and 1500 polish ...
     """
     config = experiment.trainer_config()
-    warmup = getattr(config, "warmup_steps", 0)
-    if warmup and config.steps <= warmup:
+    warmup, polish = getattr(config, "warmup_steps", 0), getattr(config, "polish_steps", 0)
+    if (warmup or polish) and config.steps <= warmup + polish:
         raise RunError(
             f"steps {config.steps} end within the {warmup} warm-up steps of this mist recipe: no lifting "
             f"step would run; ask for more than {warmup} steps"
+            if not polish
+            else f"steps {config.steps} leave no lifting step between the {warmup} warm-up and {polish} "
+            f"polish steps of this mist recipe; ask for more than {warmup + polish} steps"
         )
 
 
