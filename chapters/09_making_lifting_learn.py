@@ -1479,18 +1479,21 @@ print(
 # MIST now reconstructs MNIST easy better than the grid, as in the paper's Table 1, though still twice
 # the paper's error: §9.13's round trip through the sampler alone costs more than that. On classification
 # η hardly moves while lifting (§9.14), so the same trade was tried there too: 1,000 lifting steps and
-# 2,000 polish steps of the classifier, against the shipped seeds:
+# 2,000 polish steps of the classifier, against the shipped recipe on two seeds:
 
 # %%
 polish_cls = {
     "shipped, seed 0": new_eta["η with GroupNorm, seed 0"],
     "polish, seed 0": read_curve(curves_dir / "cls24-polish.jsonl")[1],
+    "shipped, seed 1": new_eta["η with GroupNorm, seed 1"],
+    "polish, seed 1": read_curve(curves_dir / "cls24-polish-seed1.jsonl")[1],
 }
 print_classification_curves(polish_cls)
 
 # %% [markdown]
-# It names no more digits on validation at the end and "both" is a few tenths higher: within what seeds
-# differ by. Not adopted; the classification row keeps its recipe.
+# On seed 0 it names as many digits at the end and "both" is a few tenths higher; on seed 1 both are a
+# few tenths lower. The classifier is held by its width (§9.15), not by its number of steps. Not adopted:
+# the classification row keeps its recipe.
 
 # %%
 step_ratios = {
@@ -1504,6 +1507,8 @@ assert polish_end["iou50"] > before_end["iou50"] - 0.01
 assert walls["polish"] < walls["19 × 19"] and easy_meta["wall_time_s"] <= 30 * 60
 assert easy_experiment_now.train["polish_steps"] == 1500 and easy_shipped.config.nms == 19
 assert easy_grid.ours["rmse"] > easy_row.ours["rmse"] > 2 * easy_row.paper["rmse"]
-shipped_cls_end, polish_cls_end = (points[-1] for points in polish_cls.values())
-assert abs(polish_cls_end["classification"] - shipped_cls_end["classification"]) < 0.005
-assert 0 <= polish_cls_end["both"] - shipped_cls_end["both"] < 0.01
+ends = {name: points[-1] for name, points in polish_cls.items()}
+assert abs(ends["polish, seed 0"]["classification"] - ends["shipped, seed 0"]["classification"]) < 0.005
+assert 0 <= ends["polish, seed 0"]["both"] - ends["shipped, seed 0"]["both"] < 0.01
+assert ends["polish, seed 1"]["classification"] < ends["shipped, seed 1"]["classification"]
+assert ends["polish, seed 1"]["both"] < ends["shipped, seed 1"]["both"]
