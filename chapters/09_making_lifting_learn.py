@@ -1458,10 +1458,16 @@ walls = {
     for name, file in (("19 × 19", "easy22-nms19"), ("polish", "easy24-polish"))
 }
 print("wall time: " + ", ".join(f"{k} {v:.0f} s" for k, v in walls.items()))
+polish_seed1 = {
+    "19 × 19, seed 1": seed1["19 × 19, seed 1"],
+    "polish, seed 1": read_curve(curves_dir / "easy24-polish-seed1.jsonl")[1],
+}
+print_reconstruction_curves(polish_seed1)
 
 # %% [markdown]
-# The shorter lifting finds as many digits, and the polish lowers the validation RMSE by about half a
-# hundredth, in less time. The recipe adopts it for MIST on MNIST easy
+# The shorter lifting finds about as many digits, and the polish lowers the validation RMSE by about half
+# a hundredth on seed 0, and by a tenth of that on seed 1: lower on both seeds, in less time. The recipe
+# adopts it for MIST on MNIST easy
 # (`recipe("reconstruct", "mnist-easy", "mist", budget="cpu").train["polish_steps"]`), and this run is the
 # shipped model:
 
@@ -1504,6 +1510,8 @@ assert all(ratio < 0.25 for ratio in step_ratios.values())
 before_end, polish_end = (points[-1] for points in polish_easy.values())
 assert polish_end["rmse"] < before_end["rmse"] - 0.004
 assert polish_end["iou50"] > before_end["iou50"] - 0.01
+seed1_before, seed1_polish = (points[-1] for points in polish_seed1.values())
+assert 0 < seed1_before["rmse"] - seed1_polish["rmse"] < 0.002  # seed 1: a tenth of seed 0's gain
 assert walls["polish"] < walls["19 × 19"] and easy_meta["wall_time_s"] <= 30 * 60
 assert easy_experiment_now.train["polish_steps"] == 1500 and easy_shipped.config.nms == 19
 assert easy_grid.ours["rmse"] > easy_row.ours["rmse"] > 2 * easy_row.paper["rmse"]

@@ -81,7 +81,7 @@ class LiftingConfig(TrainConfig):
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
-        if not 0 <= self.polish_steps <= self.steps - self.warmup_steps:
+        if self.polish_steps < 0 or self.polish_steps > max(0, self.steps - self.warmup_steps):
             raise ValueError(
                 f"polish_steps must be in [0, steps - warmup_steps = {self.steps - self.warmup_steps}], "
                 f"got {self.polish_steps}"
