@@ -1434,10 +1434,11 @@ assert abs(means23["both"] - means21["both"]) < 0.2
 # side on one core (`research/step_time.py`; a variant whose steps are all polish steps):
 
 # %%
+step_ratios = {}  # the polish variant's seconds per step over the lifting step's (the file's 2nd row)
 for name in ("easy", "classify"):
-    rows = [json.loads(line) for line in (curves_dir / f"steptime24-{name}.jsonl").read_text().splitlines()]
-    lift_row, polish_row = rows
-    print(f"{name:9s} polish step {polish_row['ratio']:.2f} × a lifting step")
+    rows = (curves_dir / f"steptime24-{name}.jsonl").read_text().splitlines()
+    step_ratios[name] = json.loads(rows[1])["ratio"]
+    print(f"{name:9s} polish step {step_ratios[name]:.2f} × a lifting step")
 
 # %% [markdown]
 # One MNIST-easy run (seed 0) with 1,000 lifting steps and 1,500 polish steps after the same 500 warm-up
@@ -1502,10 +1503,6 @@ print_classification_curves(polish_cls)
 # the classification row keeps its recipe.
 
 # %%
-step_ratios = {
-    name: json.loads((curves_dir / f"steptime24-{name}.jsonl").read_text().splitlines()[1])["ratio"]
-    for name in ("easy", "classify")
-}
 assert all(ratio < 0.25 for ratio in step_ratios.values())
 before_end, polish_end = (points[-1] for points in polish_easy.values())
 assert polish_end["rmse"] < before_end["rmse"] - 0.004

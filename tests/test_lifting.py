@@ -167,8 +167,8 @@ def test_polish_trains_only_the_task_network_on_the_heatmaps_picks(hard32):
     model = trainer.model
     heat = [p.detach().clone() for p in model.heatmap_net.parameters()]
     with torch.no_grad():
-        expected = model.task_loss(images, model.run_task(images, model.extract(images)[1])).item()
-        out = model.run_task(images, model.extract(images)[1])
+        out = model.run_task(images, model.extract(images)[1])  # at E_K(H_eta(I))
+        expected = model.task_loss(images, out).item()
         per_patch = ((out.task_output - out.patches) ** 2).mean().item()
     assert abs(expected - per_patch) > 1e-4  # eq. (6) and the per-patch loss really differ here
     losses = trainer.train_step(images, None)
