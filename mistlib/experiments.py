@@ -170,6 +170,8 @@ def recipe(
         >>> easy.train["steps"], easy.train["polish_steps"], small.train.get("polish_steps", 0)  # §24
         (3000, 1500, 0)
         >>> classify = recipe("classify", "mnist-hard", "mist", budget="cpu")
+        >>> classify.train["steps"], classify.train["polish_steps"], classify.train["task_jitter"]  # §25
+        (3500, 2000, 0.06)
         >>> small.train["lr_heatmap"], "lr_heatmap" in classify.train
         (0.001, False)
         >>> classify.model.task_depth, small.model.task_depth  # research §17: a deeper compact classifier
@@ -238,6 +240,11 @@ def recipe(
             # §20: a GroupNorm after each of its convolutions lets it leave eq. (7)'s chance plateau at once
             model = dataclasses.replace(model, task_depth=1, task_norm=True)
             train.update(warmup_windows="heatmap")
+            # §25: the classifier memorises the 4,000 training digits (98.6% on new scenes of them at their
+            # true boxes, 95.3% on the test digits); 2,000 polish steps on eta's picks moved and resized at
+            # random (task_jitter 0.06) name more digits (validation, seed 1: 88.0 -> 89.3%) in about the
+            # same time as 500 more lifting steps
+            train.update(steps=3500, polish_steps=2000, task_jitter=0.06)
         if method == "mist" and data != "gabor":
             # research/README.md §11: fewer doubled picks (13 x 13 suppression) and stage 2 may move a
             # keypoint to one of E_K's next 4 picks; measured on digits, not on the dense Gabor impulses

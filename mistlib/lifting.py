@@ -59,6 +59,7 @@ class LiftingConfig(TrainConfig):
     warmup_loss: str = "patch"  # warm-up loss: "patch" (each patch vs its own input) or "image" (eq. 6)
     warmup_windows: str = "random"  # warm-up windows: "random", or "heatmap": E_K of the (frozen) heatmap net
     polish_steps: int = 0  # last steps train only tau, on E_K of the (frozen) heatmap net: stage 1 alone
+    task_jitter: float = 0.0  # j > 0: warm-up and polish train tau on windows moved ~ j s px, scaled ~ exp(j)
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     target_nms: bool = False  # leave out of h_bar the keypoints that E_K's suppression window would drop
@@ -86,6 +87,8 @@ class LiftingConfig(TrainConfig):
                 f"polish_steps must be in [0, steps - warmup_steps = {self.steps - self.warmup_steps}], "
                 f"got {self.polish_steps}"
             )
+        if not 0 <= self.task_jitter < 1:
+            raise ValueError(f"task_jitter must be in [0, 1), got {self.task_jitter!r}")
         for name in ("refine_jumps", "jump_residual"):
             value = getattr(self, name)
             if value < 0 or (value and self.refine_optimizer != "search"):
@@ -216,6 +219,32 @@ def random_windows(
     low = torch.tensor([0.0, 0.0, float(scales[0])], device=device)
     high = torch.tensor([width - 1.0, height - 1.0, float(scales[-1])], device=device)
     return low + uniform * (high - low)  # (B, K, 3)
+
+
+def jitter_windows(keypoints: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
+    """Windows moved and resized at random: the data augmentation of ``task_jitter`` (warm-up and polish).
+
+    Each window (x, y, s) moves by ``amount * s`` pixels times a standard normal along x and along y, and
+    its side is multiplied by ``exp(amount * n)``, n standard normal: the same relative change at every
+    scale. The task network then learns from windows a little off the picks, instead of from exactly the
+    same window of each training digit every time it is drawn (research/README.md §25: the compact
+    classifier otherwise memorises the 4,000 training digits).
+
+    Args: keypoints (B, K, 3) as (x, y, s); amount: the relative standard deviation j >= 0.
+
+    Returns: (B, K, 3), the windows themselves when ``amount`` is 0.
+
+    Example:
+        >>> windows = torch.tensor([[[40.0, 40.0, 20.0]] * 2000])
+        >>> moved = jitter_windows(windows, 0.1, torch.Generator().manual_seed(0))
+        >>> round(float(moved[..., 0].std()), 1), round(float(moved[..., 2].log().std()), 2)  # 0.1 s; 0.1
+        (2.0, 0.1)
+    """
+    if amount == 0:
+        return keypoints
+    noise = torch.randn(keypoints.shape, generator=generator, device=keypoints.device) * amount  # (B, K, 3)
+    sides = keypoints[..., 2:]  # (B, K, 1)
+    return torch.cat([keypoints[..., :2] + noise[..., :2] * sides, sides * noise[..., 2:].exp()], -1)
 
 
 @torch.no_grad()
@@ -378,8 +407,12 @@ class LiftingTrainer(Trainer):
         with checks(False), self.autocast():
             heatmap, keypoints, alternatives = self.pick(images, warming_up, polishing)
             per_patch = warming_up and config.warmup_loss == "patch"
-            # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I))
-            task = task_update(model, self.optimizers["task"], images, keypoints, labels, per_patch)
+            # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I)); when it runs alone (warm-up,
+            # polish) at windows moved at random by task_jitter: lifting's stage 1 and 2 see the picks
+            jitter = config.task_jitter if warming_up or polishing else 0.0
+            generator = step_generator(config.seed + 1, self.step, self.device)  # apart from the warm-up's
+            windows = jitter_windows(keypoints, jitter, generator)
+            task = task_update(model, self.optimizers["task"], images, windows, labels, per_patch)
             if warming_up:
                 return {"warmup": task.item()}
             if polishing:

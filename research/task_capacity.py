@@ -15,6 +15,11 @@ its network reaches here.
     python research/task_capacity.py --task reconstruct --loss patch --steps 3000 --model '{"task_code": 128}'
     python research/task_capacity.py --steps 600 --every 100 --seed 2 --model '{"task_norm": false}' \
         --out research/curves/capacity20-plain.jsonl  # §20: the classifier without its GroupNorm
+    python research/task_capacity.py --steps 1500 --every 300 --seed 2 --jitter 0.06 --fresh  # §25
+
+``--jitter`` moves the windows as ``LiftingConfig.task_jitter`` does; ``--fresh`` also measures on new scenes
+of the *training* digits (seed FRESH_SEED), so the gap between the two is what the network memorised of the
+4,000 digits it trains on.
 
 ``--out`` also writes the measurements as a curve file (a header line, then one line per measurement) that
 ``mistlib.evaluation.read_curve`` reads.
@@ -35,8 +40,11 @@ import torch.nn.functional as F
 from mistlib.evaluation import VALIDATION_SEED, box_keypoints
 from mistlib.experiments import build_model, dataset_tensors, make_dataset, recipe
 from mistlib.files import atomic_write
+from mistlib.lifting import jitter_windows
 from mistlib.metrics import DetectionMetrics, rmse
 from mistlib.sampler import sample_patches
+
+FRESH_SEED = 777  # the seed of --fresh's scenes (training digits), neither the training nor validation seed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -61,30 +69,41 @@ def main(argv: list[str] | None = None) -> None:
     k, scales = model.config.k, model.scales
     train = dataset_tensors(make_dataset(experiment, "train", args.train))
     val = dataset_tensors(make_dataset(experiment, "test", args.val, seed=VALIDATION_SEED))
+    # scenes the network never saw, of digits it did: the gap to `val` is what it memorised of its digits
+    fresh = None
+    if args.fresh:
+        fresh = dataset_tensors(make_dataset(experiment, "train", args.val, seed=FRESH_SEED))
     optimizer = torch.optim.Adam(model.task.parameters(), lr=1e-3)
     start = time.time()
     points: list[dict] = []
 
-    def measure(step: int) -> None:
-        images, boxes, labels, valid = val
+    name = "rmse" if args.task == "reconstruct" else "classification"
+
+    def at_true_boxes(data: tuple[torch.Tensor, ...]) -> float:
+        images, boxes, labels, valid = data
         with torch.no_grad():
             out = model.run_task(images, box_keypoints(boxes, valid, k, scales))
         if args.task == "reconstruct":
-            name, value = "rmse", rmse(images, out.reconstruction.clamp(0, 1))
-        else:
-            metrics = DetectionMetrics()
-            metrics.update(out.keypoints, out.logits, boxes, labels, valid)
-            name, value = "classification", metrics.compute()["classification"]
-        wall = round(time.time() - start, 1)
-        print(json.dumps({"task": args.task, "loss": args.loss, "model": args.model, "step": step,
-                          "wall_s": wall, name: round(value, 4)}), flush=True)  # fmt: skip
-        points.append({"step": step, "wall_s": wall, name: value})
+            return rmse(images, out.reconstruction.clamp(0, 1))
+        metrics = DetectionMetrics()
+        metrics.update(out.keypoints, out.logits, boxes, labels, valid)
+        return metrics.compute()["classification"]
+
+    def measure(step: int) -> None:
+        point = {"step": step, "wall_s": round(time.time() - start, 1), name: at_true_boxes(val)}
+        if fresh is not None:
+            point[f"{name}_fresh"] = at_true_boxes(fresh)
+        rounded = {
+            key: round(value, 4) if isinstance(value, float) else value for key, value in point.items()
+        }
+        print(json.dumps({"task": args.task, "loss": args.loss, "model": args.model, **rounded}), flush=True)
+        points.append(point)
 
     generator = torch.Generator().manual_seed(args.seed)
     for step in range(1, args.steps + 1):
         index = torch.randint(0, args.train, (32,), generator=generator)
         images, boxes, labels, valid = (t[index] for t in train)
-        keypoints = box_keypoints(boxes, valid, k, scales)
+        keypoints = jitter_windows(box_keypoints(boxes, valid, k, scales), args.jitter, generator)
         if args.loss == "task":
             loss = model.task_loss(images, model.run_task(images, keypoints), labels)
         elif args.task == "reconstruct":  # each patch against the window it was given
@@ -102,8 +121,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.out:
         given = sys.argv[1:] if argv is None else argv
         command = shlex.join(["python", "research/task_capacity.py", *given])
-        name = f"task capacity, {args.task}, loss {args.loss}, model {args.model}"
-        header = {"name": name, "argv": command}
+        title = f"task capacity, {args.task}, loss {args.loss}, model {args.model}"
+        header = {"name": title + (f", jitter {args.jitter}" if args.jitter else ""), "argv": command}
         lines = [json.dumps(header)] + [json.dumps(point) for point in points]
         text = ("\n".join(lines) + "\n").encode()
         atomic_write(args.out, lambda handle: handle.write(text))

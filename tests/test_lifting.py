@@ -181,6 +181,50 @@ def test_polish_trains_only_the_task_network_on_the_heatmaps_picks(hard32):
         LiftingConfig(steps=10, warmup_steps=5, polish_steps=6)
 
 
+def test_task_jitter_moves_the_windows_only_where_stage_one_runs_alone(hard32, monkeypatch):
+    """With task_jitter = j, the warm-up and the polish train tau on E_K's picks moved by about j s px and
+    scaled by about exp(j), drawn again at every step; a lifting step's stage 1 and stage 2 see the picks
+    themselves. j = 0 changes nothing."""
+    images = hard32[0][:8]
+    seen: dict[str, list[torch.Tensor]] = {"stage 1": [], "stage 2": []}
+    real_update, real_refine = lifting.task_update, LiftingTrainer.refine
+
+    def spy_update(model, optimizer, images, keypoints, *args, **kwargs):
+        seen["stage 1"].append(keypoints.clone())
+        return real_update(model, optimizer, images, keypoints, *args, **kwargs)
+
+    def spy_refine(self, images, keypoints, *args, **kwargs):
+        seen["stage 2"].append(keypoints.clone())
+        return real_refine(self, images, keypoints, *args, **kwargs)
+
+    monkeypatch.setattr(lifting, "task_update", spy_update)
+    monkeypatch.setattr(LiftingTrainer, "refine", spy_refine)
+    phases = dict(steps=4, warmup_steps=1, polish_steps=2, warmup_windows="heatmap")
+    for jitter in (0.0, 0.2):
+        # eta fixed: the same picks at every step (0: warm-up, 1: lifting, 2 and 3: polish)
+        trainer = _trainer(task_jitter=jitter, lr_heatmap=0.0, **phases)
+        for stage in seen.values():
+            stage.clear()
+        for step in range(4):
+            trainer.step = step
+            trainer.train_step(images, None)
+        with torch.no_grad():
+            picks = trainer.model.extract(images)[1]  # (8, K, 3)
+        warmup, lifting_step, *polish = seen["stage 1"]
+        assert len(seen["stage 2"]) == 1 and torch.equal(seen["stage 2"][0], picks)
+        assert torch.equal(lifting_step, picks)
+        if jitter == 0:
+            assert all(torch.equal(x, picks) for x in [warmup, *polish])
+            continue
+        assert not torch.equal(polish[0], polish[1])  # a fresh draw at every step
+        for windows in (warmup, *polish):
+            moved = (windows[..., :2] - picks[..., :2]) / picks[..., 2:]  # in window sides
+            assert 0.12 < float(moved.std()) < 0.28 and abs(float(moved.mean())) < 0.06
+            assert 0.12 < float((windows[..., 2] / picks[..., 2]).log().std()) < 0.28
+    with pytest.raises(ValueError, match="task_jitter must be in"):
+        LiftingConfig(task_jitter=-0.1)
+
+
 def test_jumps_take_the_runner_up_picks_of_e_k(hard32):
     """With refine_jumps = J, a step picks K + J maxima: the first K are the windows, the rest the
     alternatives stage 2 may jump to; refine_jumps needs the search rule."""
