@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--val", type=int, default=300)
     parser.add_argument("--train", type=int, default=10000)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jitter", type=float, default=0.0, help="LiftingConfig.task_jitter of the windows")
+    parser.add_argument(
+        "--fresh", action="store_true", help="also measure on new scenes made of the training digits"
+    )
     parser.add_argument(
         "--model", type=json.loads, default={}, help='MISTConfig overrides, e.g. {"task_width": 32}'
     )
