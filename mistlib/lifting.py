@@ -409,9 +409,10 @@ class LiftingTrainer(Trainer):
             per_patch = warming_up and config.warmup_loss == "patch"
             # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I)); when it runs alone (warm-up,
             # polish) at windows moved at random by task_jitter: lifting's stage 1 and 2 see the picks
-            jitter = config.task_jitter if warming_up or polishing else 0.0
-            generator = step_generator(config.seed + 1, self.step, self.device)  # apart from the warm-up's
-            windows = jitter_windows(keypoints, jitter, generator)
+            windows = keypoints
+            if config.task_jitter > 0 and (warming_up or polishing):
+                generator = step_generator(config.seed + 1, self.step, self.device)  # not the warm-up's
+                windows = jitter_windows(keypoints, config.task_jitter, generator)
             task = task_update(model, self.optimizers["task"], images, windows, labels, per_patch)
             if warming_up:
                 return {"warmup": task.item()}
