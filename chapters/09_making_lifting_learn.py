@@ -1603,7 +1603,10 @@ jitter_easy = {
 print_reconstruction_curves(jitter_easy)
 oracle26 = [json.loads(line) for line in (curves_dir / "oracle26-easy.jsonl").read_text().splitlines()]
 for point, name in zip(oracle26, jitter_easy, strict=True):
-    print(f"{name:27s} RMSE at its picks {point['picks']:.3f}, at the true boxes {point['true boxes']:.3f}")
+    print(
+        f"{name:27s} RMSE at its picks {point['picks']:.3f}, snapped to the true boxes "
+        f"{point['picks snapped to true boxes']:.3f}, at the true boxes {point['true boxes']:.3f}"
+    )
 
 # %% [markdown]
 # The jittered auto-encoder is the better one at the true boxes and the worse one at η's picks. Part of
@@ -1623,8 +1626,9 @@ for point in round_trip26:
 # A window as wide as the patch is an exact crop when its samples fall on pixel centres, and the worst
 # case half a pixel away. An auto-encoder polished on η's own windows can learn to undo part of the blur
 # of exactly those windows; one polished on windows at random phases and sizes learns an average. MNIST
-# easy keeps §9.17's recipe: what is left between its picks and the true boxes is mostly the digits that
-# no pick sits on, and what is left below that the 4,000 digits the auto-encoder memorises.
+# easy keeps §9.17's recipe. Of what is left between its picks and the true boxes, most lies between the
+# picks snapped onto the digits they sit on and the true boxes: the digits that no pick sits on. What is
+# left below the true boxes is the 4,000 digits the auto-encoder memorises.
 
 # %%
 (base_3000, jit_3000) = (points[-1] for points in capacity26.values())
@@ -1632,6 +1636,8 @@ assert base_3000["rmse"] - base_3000["rmse_fresh"] > 0.01 and base_3000["rmse_fr
 assert jit_3000["rmse"] < base_3000["rmse"] - 0.004
 shipped_pt, jittered_pt = oracle26
 assert jittered_pt["true boxes"] < shipped_pt["true boxes"] and jittered_pt["picks"] > shipped_pt["picks"]
+snapped_gap = shipped_pt["picks snapped to true boxes"] - shipped_pt["true boxes"]
+assert snapped_gap > (shipped_pt["picks"] - shipped_pt["true boxes"]) / 2
 easy_ends = [points[-1] for points in jitter_easy.values()]
 assert easy_ends[1]["rmse"] > easy_ends[0]["rmse"] + 0.003 and easy_ends[1]["iou50"] < easy_ends[0]["iou50"]
 trips = {(p["side"], p["phase"]): p["rmse"] for p in round_trip26}
