@@ -17,7 +17,10 @@ its network reaches here.
         --out research/curves/capacity20-plain.jsonl  # §20: the classifier without its GroupNorm
     python research/task_capacity.py --steps 1500 --every 300 --seed 2 --jitter 0.06 --fresh  # §25
 
-``--jitter`` moves the windows as ``LiftingConfig.task_jitter`` does; ``--fresh`` also measures on new scenes
+``--phase grid`` moves every window by half a pixel onto pixel centres, where E_K's picks sit (the
+sampler's round trip depends on that phase, research/README.md §26); ``--whole-pixel`` rounds the jitter's
+moves to whole pixels and keeps the side, so the windows keep their phase. ``--jitter`` moves the windows as
+``LiftingConfig.task_jitter`` does; ``--fresh`` also measures on new scenes
 of the *training* digits (seed FRESH_SEED), so the gap between the two is what the network memorised of the
 4,000 digits it trains on.
 
@@ -62,6 +65,15 @@ def main(argv: list[str] | None = None) -> None:
         "--fresh", action="store_true", help="also measure on new scenes made of the training digits"
     )
     parser.add_argument(
+        "--phase",
+        choices=("box", "grid"),
+        default="box",
+        help="windows at the boxes' own centres, or moved by half a pixel onto pixel centres as E_K's picks",
+    )
+    parser.add_argument(
+        "--whole-pixel", action="store_true", help="jitter by whole-pixel moves only, the side kept"
+    )
+    parser.add_argument(
         "--model", type=json.loads, default={}, help='MISTConfig overrides, e.g. {"task_width": 32}'
     )
     parser.add_argument("--out", help="also write the measurements here, as a curve file")
@@ -83,10 +95,25 @@ def main(argv: list[str] | None = None) -> None:
 
     name = "rmse" if args.task == "reconstruct" else "classification"
 
+    shift = 0.5 if args.phase == "grid" else 0.0  # box centres of even-sided boxes sit on pixel corners
+
+    def windows_at(boxes: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+        """(N, K, 3) windows on the true boxes, at the chosen phase."""
+        windows = box_keypoints(boxes, valid, k, scales)
+        return torch.cat([windows[..., :2] + shift, windows[..., 2:]], -1)
+
+    def jittered(windows: torch.Tensor) -> torch.Tensor:
+        """``jitter_windows``; with ``--whole-pixel`` its moves rounded to whole pixels, the side kept."""
+        moved = jitter_windows(windows, args.jitter, generator)
+        if not args.whole_pixel:
+            return moved
+        steps = torch.round(moved[..., :2] - windows[..., :2])
+        return torch.cat([windows[..., :2] + steps, windows[..., 2:]], -1)
+
     def at_true_boxes(data: tuple[torch.Tensor, ...]) -> float:
         images, boxes, labels, valid = data
         with torch.no_grad():
-            out = model.run_task(images, box_keypoints(boxes, valid, k, scales))
+            out = model.run_task(images, windows_at(boxes, valid))
         if args.task == "reconstruct":
             return rmse(images, out.reconstruction.clamp(0, 1))
         metrics = DetectionMetrics()
@@ -107,7 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     for step in range(1, args.steps + 1):
         index = torch.randint(0, args.train, (32,), generator=generator)
         images, boxes, labels, valid = (t[index] for t in train)
-        keypoints = jitter_windows(box_keypoints(boxes, valid, k, scales), args.jitter, generator)
+        keypoints = jittered(windows_at(boxes, valid))
         if args.loss == "task":
             loss = model.task_loss(images, model.run_task(images, keypoints), labels)
         elif args.task == "reconstruct":  # each patch against the window it was given
