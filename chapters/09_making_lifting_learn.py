@@ -1652,21 +1652,19 @@ assert trips[(32.0, "box")] < 1e-3 < trips[(20.0, "box")] < trips[(20.0, "grid")
 # extra cost one search iteration instead of two pays for in lifting (§9.16):
 
 # %%
-longer26 = {
-    "2,000 polish steps (§9.18)": jittered["jittered polish, seed 0"],
-    "2,500 polish steps": read_curve(curves_dir / "cls26-long-seed0.jsonl")[1],
-    "2,500, width 24, one iteration": read_curve(curves_dir / "cls26-w24it1-long.jsonl")[1],
+files26 = {
+    "2,000 polish steps (§9.18)": "cls25-final-seed0",
+    "2,500 polish steps": "cls26-long-seed0",
+    "2,500, width 24, one iteration": "cls26-w24it1-long",
 }
+read26 = {name: read_curve(curves_dir / f"{file}.jsonl") for name, file in files26.items()}
+longer26 = {name: points for name, (_, points) in read26.items()}
 fig = plot_curves(longer26, metrics=("classification", "both"))
 fig
 
 # %%
 print_classification_curves(longer26)
-files26 = ("cls25-final-seed0", "cls26-long-seed0", "cls26-w24it1-long")
-walls26 = {
-    name: read_curve(curves_dir / f"{file}.jsonl")[0]["wall_time_s"] / 60
-    for name, file in zip(longer26, files26, strict=True)
-}
+walls26 = {name: header["wall_time_s"] / 60 for name, (header, _) in read26.items()}
 print("wall time: " + ", ".join(f"{name} {minutes:.0f} min" for name, minutes in walls26.items()))
 
 # %% [markdown]
