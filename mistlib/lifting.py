@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from mistlib.checks import check_images, checks
+from mistlib.data.augment import elastic_deform
 from mistlib.extract import lift_target, topk_extract
 from mistlib.model import MIST
 from mistlib.refine import REFINE_RULES, refine_keypoints, residual_jumps
@@ -60,6 +61,9 @@ class LiftingConfig(TrainConfig):
     warmup_windows: str = "random"  # warm-up windows: "random", or "heatmap": E_K of the (frozen) heatmap net
     polish_steps: int = 0  # last steps train only tau, on E_K of the (frozen) heatmap net: stage 1 alone
     task_jitter: float = 0.0  # j > 0: warm-up and polish train tau on windows moved ~ j s px, scaled ~ exp(j)
+    jitter_whole_pixel: bool = False  # task_jitter's moves rounded to whole pixels, the side kept
+    jitter_warmup: bool = True  # task_jitter in the warm-up too (False: the polish alone)
+    deform: float = 0.0  # a > 0: each training batch bent by a smooth random field of std a px (augment)
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     target_nms: bool = False  # leave out of h_bar the keypoints that E_K's suppression window would drop
@@ -89,6 +93,8 @@ class LiftingConfig(TrainConfig):
             )
         if not 0 <= self.task_jitter < 1:
             raise ValueError(f"task_jitter must be in [0, 1), got {self.task_jitter!r}")
+        if not 0 <= self.deform <= 8:
+            raise ValueError(f"deform must be in [0, 8] pixels, got {self.deform!r}")
         for name in ("refine_jumps", "jump_residual"):
             value = getattr(self, name)
             if value < 0 or (value and self.refine_optimizer != "search"):
@@ -221,14 +227,18 @@ def random_windows(
     return low + uniform * (high - low)  # (B, K, 3)
 
 
-def jitter_windows(keypoints: torch.Tensor, amount: float, generator: torch.Generator) -> torch.Tensor:
+def jitter_windows(
+    keypoints: torch.Tensor, amount: float, generator: torch.Generator, whole_pixel: bool = False
+) -> torch.Tensor:
     """Windows moved and resized at random: the data augmentation of ``task_jitter`` (warm-up and polish).
 
     Each window (x, y, s) moves by ``amount * s`` pixels times a standard normal along x and along y, and
     its side is multiplied by ``exp(amount * n)``, n standard normal: the same relative change at every
     scale. The task network then learns from windows a little off the picks, instead of from exactly the
     same window of each training digit every time it is drawn (research/README.md §25: the compact
-    classifier otherwise memorises the 4,000 training digits).
+    classifier otherwise memorises the 4,000 training digits). With ``whole_pixel`` the moves are rounded
+    to whole pixels and the side is kept, so a window on a pixel centre (as E_K's picks are) stays on
+    one, and the sampler's blur stays the picks' own (§26).
 
     Args: keypoints (B, K, 3) as (x, y, s); amount: the relative standard deviation j >= 0.
 
@@ -239,12 +249,18 @@ def jitter_windows(keypoints: torch.Tensor, amount: float, generator: torch.Gene
         >>> moved = jitter_windows(windows, 0.1, torch.Generator().manual_seed(0))
         >>> round(float(moved[..., 0].std()), 1), round(float(moved[..., 2].log().std()), 2)  # 0.1 s; 0.1
         (2.0, 0.1)
+        >>> steps = jitter_windows(windows, 0.1, torch.Generator().manual_seed(0), whole_pixel=True)
+        >>> bool((steps[..., :2] == steps[..., :2].round()).all()), bool((steps[..., 2] == 20).all())
+        (True, True)
     """
     if amount == 0:
         return keypoints
     noise = torch.randn(keypoints.shape, generator=generator, device=keypoints.device) * amount  # (B, K, 3)
     sides = keypoints[..., 2:]  # (B, K, 1)
-    return torch.cat([keypoints[..., :2] + noise[..., :2] * sides, sides * noise[..., 2:].exp()], -1)
+    moves = noise[..., :2] * sides  # (B, K, 2) in pixels
+    if whole_pixel:
+        return torch.cat([keypoints[..., :2] + moves.round(), sides], -1)
+    return torch.cat([keypoints[..., :2] + moves, sides * noise[..., 2:].exp()], -1)
 
 
 @torch.no_grad()
@@ -395,6 +411,8 @@ class LiftingTrainer(Trainer):
         model, config = self.model, self.config
         if self.log is not None and config.snapshot_every and self.step % config.snapshot_every == 0:
             self.log.record(self.step, self.inspect(*self.probe))
+        if config.deform > 0:  # new shapes of the training digits at every step; labels and layout kept
+            images = elastic_deform(images, config.deform, step_generator(config.seed + 2, self.step))
         warming_up = self.step < config.warmup_steps
         polishing = config.polish_steps > 0 and self.step >= config.steps - config.polish_steps
         if config.lr_schedule == "cosine" and not warming_up:
@@ -410,9 +428,9 @@ class LiftingTrainer(Trainer):
             # stage 1: tau <- optimise T_tau with L_task at x = E_K(H_eta(I)); when it runs alone (warm-up,
             # polish) at windows moved at random by task_jitter: lifting's stage 1 and 2 see the picks
             windows = keypoints
-            if config.task_jitter > 0 and (warming_up or polishing):
+            if config.task_jitter > 0 and ((warming_up and config.jitter_warmup) or polishing):
                 generator = step_generator(config.seed + 1, self.step, self.device)  # not the warm-up's
-                windows = jitter_windows(keypoints, config.task_jitter, generator)
+                windows = jitter_windows(keypoints, config.task_jitter, generator, config.jitter_whole_pixel)
             task = task_update(model, self.optimizers["task"], images, windows, labels, per_patch)
             if warming_up:
                 return {"warmup": task.item()}

@@ -24,6 +24,9 @@ moves to whole pixels and keeps the side, so the windows keep their phase. ``--j
 of the *training* digits (seed FRESH_SEED), so the gap between the two is what the network memorised of the
 4,000 digits it trains on.
 
+``--deform a`` bends each training image by a smooth random field (``mistlib.data.augment``, std ``a``
+px) before its windows are cut, as ``LiftingConfig.deform`` does; the windows stay at the true boxes.
+
 ``--out`` also writes the measurements as a curve file (a header line, then one line per measurement) that
 ``mistlib.evaluation.read_curve`` reads.
 """
@@ -40,6 +43,7 @@ import time
 import torch
 import torch.nn.functional as F
 
+from mistlib.data.augment import elastic_deform
 from mistlib.evaluation import VALIDATION_SEED, box_keypoints
 from mistlib.experiments import build_model, dataset_tensors, make_dataset, recipe
 from mistlib.files import atomic_write
@@ -74,6 +78,9 @@ def main(argv: list[str] | None = None) -> None:
         "--whole-pixel", action="store_true", help="jitter by whole-pixel moves only, the side kept"
     )
     parser.add_argument(
+        "--deform", type=float, default=0.0, help="LiftingConfig.deform: elastic deformation, std in px"
+    )
+    parser.add_argument(
         "--model", type=json.loads, default={}, help='MISTConfig overrides, e.g. {"task_width": 32}'
     )
     parser.add_argument("--out", help="also write the measurements here, as a curve file")
@@ -104,11 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def jittered(windows: torch.Tensor) -> torch.Tensor:
         """``jitter_windows``; with ``--whole-pixel`` its moves rounded to whole pixels, the side kept."""
-        moved = jitter_windows(windows, args.jitter, generator)
-        if not args.whole_pixel:
-            return moved
-        steps = torch.round(moved[..., :2] - windows[..., :2])
-        return torch.cat([windows[..., :2] + steps, windows[..., 2:]], -1)
+        return jitter_windows(windows, args.jitter, generator, args.whole_pixel)
 
     def at_true_boxes(data: tuple[torch.Tensor, ...]) -> float:
         images, boxes, labels, valid = data
@@ -131,9 +134,11 @@ def main(argv: list[str] | None = None) -> None:
         points.append(point)
 
     generator = torch.Generator().manual_seed(args.seed)
+    deform_generator = torch.Generator().manual_seed(args.seed + 1)
     for step in range(1, args.steps + 1):
         index = torch.randint(0, args.train, (32,), generator=generator)
         images, boxes, labels, valid = (t[index] for t in train)
+        images = elastic_deform(images, args.deform, deform_generator)  # the windows stay on the boxes
         keypoints = jittered(windows_at(boxes, valid))
         if args.loss == "task":
             loss = model.task_loss(images, model.run_task(images, keypoints), labels)
@@ -153,7 +158,8 @@ def main(argv: list[str] | None = None) -> None:
         given = sys.argv[1:] if argv is None else argv
         command = shlex.join(["python", "research/task_capacity.py", *given])
         title = f"task capacity, {args.task}, loss {args.loss}, model {args.model}"
-        header = {"name": title + (f", jitter {args.jitter}" if args.jitter else ""), "argv": command}
+        title += f", jitter {args.jitter}" if args.jitter else ""
+        header = {"name": title + (f", deform {args.deform}" if args.deform else ""), "argv": command}
         lines = [json.dumps(header)] + [json.dumps(point) for point in points]
         text = ("\n".join(lines) + "\n").encode()
         atomic_write(args.out, lambda handle: handle.write(text))

@@ -184,7 +184,8 @@ def test_polish_trains_only_the_task_network_on_the_heatmaps_picks(hard32):
 def test_task_jitter_moves_the_windows_only_where_stage_one_runs_alone(hard32, monkeypatch):
     """With task_jitter = j, the warm-up and the polish train tau on E_K's picks moved by about j s px and
     scaled by about exp(j), drawn again at every step; a lifting step's stage 1 and stage 2 see the picks
-    themselves. j = 0 changes nothing."""
+    themselves. j = 0 changes nothing. jitter_whole_pixel moves by whole pixels and keeps the side;
+    jitter_warmup=False leaves the warm-up's windows alone."""
     images = hard32[0][:8]
     seen: dict[str, list[torch.Tensor]] = {"stage 1": [], "stage 2": []}
     real_update, real_refine = lifting.task_update, LiftingTrainer.refine
@@ -200,9 +201,11 @@ def test_task_jitter_moves_the_windows_only_where_stage_one_runs_alone(hard32, m
     monkeypatch.setattr(lifting, "task_update", spy_update)
     monkeypatch.setattr(LiftingTrainer, "refine", spy_refine)
     phases = dict(steps=4, warmup_steps=1, polish_steps=2, warmup_windows="heatmap")
-    for jitter in (0.0, 0.2):
-        # eta fixed: the same picks at every step (0: warm-up, 1: lifting, 2 and 3: polish)
-        trainer = _trainer(task_jitter=jitter, lr_heatmap=0.0, **phases)
+    for jitter, whole in ((0.0, False), (0.2, False), (0.2, True)):
+        # eta fixed: the same picks at every step (0: warm-up, 1: lifting, 2 and 3: polish); whole-pixel
+        # moves of the polish alone
+        switches = dict(jitter_whole_pixel=True, jitter_warmup=False) if whole else {}
+        trainer = _trainer(task_jitter=jitter, lr_heatmap=0.0, **phases, **switches)
         for stage in seen.values():
             stage.clear()
         for step in range(4):
@@ -217,12 +220,49 @@ def test_task_jitter_moves_the_windows_only_where_stage_one_runs_alone(hard32, m
             assert all(torch.equal(x, picks) for x in [warmup, *polish])
             continue
         assert not torch.equal(polish[0], polish[1])  # a fresh draw at every step
+        if whole:
+            assert torch.equal(warmup, picks)
+            for windows in polish:
+                moves = windows[..., :2] - picks[..., :2]
+                assert torch.equal(moves, moves.round()) and torch.equal(windows[..., 2], picks[..., 2])
+                assert 0.12 < float((moves / picks[..., 2:]).std()) < 0.28
+            continue
         for windows in (warmup, *polish):
             moved = (windows[..., :2] - picks[..., :2]) / picks[..., 2:]  # in window sides
             assert 0.12 < float(moved.std()) < 0.28 and abs(float(moved.mean())) < 0.06
             assert 0.12 < float((windows[..., 2] / picks[..., 2]).log().std()) < 0.28
     with pytest.raises(ValueError, match="task_jitter must be in"):
         LiftingConfig(task_jitter=-0.1)
+
+
+def test_deform_bends_every_training_batch_afresh_and_zero_changes_nothing(hard32, monkeypatch):
+    """With deform = a, each step's stage 1 trains on the batch bent by a field drawn for that step (the
+    same at the same step of another run, another at the next step); a = 0 trains on the batch itself."""
+    images = hard32[0][:8]
+    seen: list[torch.Tensor] = []
+    real_update = lifting.task_update
+
+    def spy_update(model, optimizer, images, *args, **kwargs):
+        seen.append(images.clone())
+        return real_update(model, optimizer, images, *args, **kwargs)
+
+    monkeypatch.setattr(lifting, "task_update", spy_update)
+    runs = {}
+    for amount in (0.0, 1.5, 1.5):
+        seen.clear()
+        trainer = _trainer(deform=amount, steps=2)
+        for step in range(2):
+            trainer.step = step
+            trainer.train_step(images, None)
+        runs.setdefault(amount, []).append(list(seen))
+    assert all(torch.equal(batch, images) for batch in runs[0.0][0])
+    first, again = runs[1.5]
+    assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+    assert not torch.equal(first[0], first[1]) and not torch.equal(first[0], images)
+    ink_moved = (first[0] - images).abs().mean() / images.mean()
+    assert 0.1 < float(ink_moved) < 1.0  # strokes move by about a pixel, the scene stays the same
+    with pytest.raises(ValueError, match="deform must be in"):
+        LiftingConfig(deform=-1.0)
 
 
 def test_jumps_take_the_runner_up_picks_of_e_k(hard32):
