@@ -3,7 +3,8 @@
 Every dataset is ``Dataset(split="train"|"test", size=N, seed=0, config=None, cache=True)``; items are dicts
 (``image`` (C, H, W), ``boxes`` (L, 4) xyxy pixels, ``labels`` (L,), ``centers`` (L, 2), ...) and
 :func:`collate` batches them. ``python -m mistlib.data download`` fetches the full MNIST, ``... preview``
-draws a few images of each dataset into ``data/preview/``.
+draws a few images of each dataset into ``data/preview/``. :mod:`mistlib.data.augment` bends training images
+by a smooth random field (elastic deformation; ``LiftingConfig.deform``).
 """
 
 from mistlib.data.base import InstanceDataset, collate
