@@ -93,6 +93,8 @@ class LiftingConfig(TrainConfig):
             )
         if not 0 <= self.task_jitter < 1:
             raise ValueError(f"task_jitter must be in [0, 1), got {self.task_jitter!r}")
+        if self.task_jitter == 0 and (self.jitter_whole_pixel or not self.jitter_warmup):
+            raise ValueError("jitter_whole_pixel and jitter_warmup change task_jitter: set task_jitter > 0")
         if not 0 <= self.deform <= 8:
             raise ValueError(f"deform must be in [0, 8] pixels, got {self.deform!r}")
         for name in ("refine_jumps", "jump_residual"):

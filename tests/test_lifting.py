@@ -233,6 +233,9 @@ def test_task_jitter_moves_the_windows_only_where_stage_one_runs_alone(hard32, m
             assert 0.12 < float((windows[..., 2] / picks[..., 2]).log().std()) < 0.28
     with pytest.raises(ValueError, match="task_jitter must be in"):
         LiftingConfig(task_jitter=-0.1)
+    for switch in ({"jitter_whole_pixel": True}, {"jitter_warmup": False}):
+        with pytest.raises(ValueError, match="set task_jitter > 0"):
+            LiftingConfig(**switch)
 
 
 def test_deform_bends_every_training_batch_afresh_and_zero_changes_nothing(hard32, monkeypatch):
