@@ -49,9 +49,12 @@ def test_recipes_fit_their_data():
     assert polish == {"mnist-hard": 0, "mnist-easy": 1500, "gabor": 0}
     assert cpu["mnist-easy"].trainer_config().steps == 3000
     # classification polishes its classifier on eta's picks moved at random (§25); no other row jitters
-    classify = recipe("classify", "mnist-hard", "mist", budget="cpu").trainer_config()
+    classify_row = recipe("classify", "mnist-hard", "mist", budget="cpu")
+    classify = classify_row.trainer_config()
     assert (classify.steps, classify.polish_steps, classify.task_jitter) == (4000, 2500, 0.06)
     assert {cpu[data].trainer_config().task_jitter for data in cpu} == {0.0}
+    # no row bends its training images (research §27: worse on MNIST easy and for the classifier)
+    assert {config.trainer_config().deform for config in [*cpu.values(), classify_row]} == {0.0}
     assert (cpu["gabor"].model.nms, cpu["gabor"].train.get("refine_jumps", 0)) == (9, 0)
     assert recipe("classify", "mnist-hard", "naive", budget="cpu").model.nms == 5
     # eta learns 10x faster on MNIST reconstruction (research §13); classification and Gabor keep 1e-4
