@@ -311,8 +311,9 @@ for b in range(2):
 # where to look, and that lifting can. Every `mist train` run measures 300 validation images (their own
 # seed, never the test seed) every 250 steps and stores the curve in its checkpoint. Here are the curves of
 # IoU≥50% for the MNIST-hard rows of both tables, lifting beside naive top-K, trained with the same
-# networks, scales and batch, naive top-K for at least as many steps (the tables above give each row's);
-# the dashed line is the untrained network.
+# networks, scales and batch, naive top-K training its heatmap network for at least as many steps as
+# lifting trains MIST's (the tables above give each row's steps; classification MIST spends most of its
+# steps on the classifier alone, chapter 9); the dashed line is the untrained network.
 
 # %%
 curves = {}
