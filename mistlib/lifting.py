@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from mistlib.checks import check_images, checks
-from mistlib.data.augment import elastic_deform
+from mistlib.data.augment import dihedral, elastic_deform
 from mistlib.extract import lift_target, topk_extract
 from mistlib.model import MIST
 from mistlib.refine import REFINE_RULES, refine_keypoints, residual_jumps
@@ -64,6 +64,8 @@ class LiftingConfig(TrainConfig):
     jitter_whole_pixel: bool = False  # task_jitter's moves rounded to whole pixels, the side kept
     jitter_warmup: bool = True  # task_jitter in the warm-up too (False: the polish alone)
     deform: float = 0.0  # a > 0: each training batch bent by a smooth random field of std a px (augment)
+    dihedral: str = "off"  # "all" | "polish": those steps' images transposed / flipped at random (augment;
+    # reconstruction only)
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     target_nms: bool = False  # leave out of h_bar the keypoints that E_K's suppression window would drop
@@ -82,6 +84,7 @@ class LiftingConfig(TrainConfig):
             ("warmup_windows", ("random", "heatmap")),
             ("refine_optimizer", REFINE_RULES),
             ("lr_schedule", ("constant", "cosine")),
+            ("dihedral", ("off", "all", "polish")),
         ]
         for name, allowed in choices:
             if getattr(self, name) not in allowed:
@@ -417,6 +420,11 @@ class LiftingTrainer(Trainer):
             images = elastic_deform(images, config.deform, step_generator(config.seed + 2, self.step))
         warming_up = self.step < config.warmup_steps
         polishing = config.polish_steps > 0 and self.step >= config.steps - config.polish_steps
+        # mirrored and turned strokes: new shapes for the auto-encoder, no pixel interpolated
+        if config.dihedral == "all" or (config.dihedral == "polish" and polishing):
+            if labels is not None:
+                raise ValueError(f"dihedral={config.dihedral!r} mirrors digits into other classes' shapes")
+            images = dihedral(images, step_generator(config.seed + 3, self.step))[0]
         if config.lr_schedule == "cosine" and not warming_up:
             done, after_warmup = self.step - config.warmup_steps, config.steps - config.warmup_steps
             for name, rate, total in [

