@@ -27,6 +27,14 @@ of the *training* digits (seed FRESH_SEED), so the gap between the two is what t
 ``--deform a`` bends each training image by a smooth random field (``mistlib.data.augment``, std ``a``
 px) before its windows are cut, as ``LiftingConfig.deform`` does; the windows stay at the true boxes.
 
+``--dihedral`` moves each training image and its windows by one of the square's eight symmetries
+(``mistlib.data.augment.dihedral``: exact, reconstruction only).
+
+``--digits N`` builds the training scenes (and ``--fresh``'s) from N of the 4,000 training digits only (a
+seeded subset with as many of each class as the split has, in proportion), so a few runs give the task
+network's error as a function of how many distinct digits it trains on; ``--digits`` equal to the split's
+size gives the default scenes exactly.
+
 ``--out`` also writes the measurements as a curve file (a header line, then one line per measurement) that
 ``mistlib.evaluation.read_curve`` reads.
 """
@@ -40,10 +48,13 @@ import shlex
 import sys
 import time
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mistlib.data.augment import elastic_deform
+from mistlib.data import DATASETS
+from mistlib.data.augment import dihedral, elastic_deform
+from mistlib.data.mnist import stratified_split
 from mistlib.evaluation import VALIDATION_SEED, box_keypoints
 from mistlib.experiments import build_model, dataset_tensors, make_dataset, recipe
 from mistlib.files import atomic_write
@@ -52,6 +63,29 @@ from mistlib.metrics import DetectionMetrics, rmse
 from mistlib.sampler import sample_patches
 
 FRESH_SEED = 777  # the seed of --fresh's scenes (training digits), neither the training nor validation seed
+SUBSET_SEED = 0  # the seed of --digits's choice of training digits
+
+
+def training_scenes(data: str, size: int, seed: int, digits: int | None):
+    """``size`` training scenes of ``data`` (seed ``seed``) made of ``digits`` training digits (None: all).
+
+    The subset keeps each class's share of the split (``stratified_split``); it is not cached, so the
+    cache of the full-digit scenes stays what it is.
+    """
+    base = DATASETS[data]
+    if digits is None:
+        return base(split="train", size=size, seed=seed)
+    images, labels = base(split="train", size=1, seed=seed, cache=False).digits()
+    if not 0 < digits <= len(labels):
+        raise ValueError(f"--digits must be in 1..{len(labels)}, got {digits}")
+    keep, _ = stratified_split(labels, 1 - digits / len(labels), SUBSET_SEED)
+    chosen = images[keep], labels[keep]
+
+    class Subset(base):
+        def digits(self) -> tuple[np.ndarray, np.ndarray]:
+            return chosen
+
+    return Subset(split="train", size=size, seed=seed, cache=False)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -83,19 +117,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--model", type=json.loads, default={}, help='MISTConfig overrides, e.g. {"task_width": 32}'
     )
+    parser.add_argument(
+        "--dihedral", action="store_true", help="each training image transposed / flipped at random"
+    )
+    parser.add_argument("--digits", type=int, help="train on scenes of only this many training digits")
     parser.add_argument("--out", help="also write the measurements here, as a curve file")
     args = parser.parse_args(argv)
+    if args.dihedral and args.task == "classify":
+        parser.error("--dihedral mirrors digits into other shapes (a mirrored 2 is no 2): reconstruct only")
     torch.manual_seed(args.seed)
     experiment = recipe(args.task, args.data, "mist", budget="cpu", seed=args.seed)
     experiment.model = dataclasses.replace(experiment.model, **args.model)
     model = build_model(experiment)
     k, scales = model.config.k, model.scales
-    train = dataset_tensors(make_dataset(experiment, "train", args.train))
+    train = dataset_tensors(training_scenes(args.data, args.train, experiment.seed, args.digits))
     val = dataset_tensors(make_dataset(experiment, "test", args.val, seed=VALIDATION_SEED))
     # scenes the network never saw, of digits it did: the gap to `val` is what it memorised of its digits
     fresh = None
     if args.fresh:
-        fresh = dataset_tensors(make_dataset(experiment, "train", args.val, seed=FRESH_SEED))
+        fresh = dataset_tensors(training_scenes(args.data, args.val, FRESH_SEED, args.digits))
     optimizer = torch.optim.Adam(model.task.parameters(), lr=1e-3)
     start = time.time()
     points: list[dict] = []
@@ -135,11 +175,14 @@ def main(argv: list[str] | None = None) -> None:
 
     generator = torch.Generator().manual_seed(args.seed)
     deform_generator = torch.Generator().manual_seed(args.seed + 1)
+    dihedral_generator = torch.Generator().manual_seed(args.seed + 3)
     for step in range(1, args.steps + 1):
         index = torch.randint(0, args.train, (32,), generator=generator)
         images, boxes, labels, valid = (t[index] for t in train)
         images = elastic_deform(images, args.deform, deform_generator)  # the windows stay on the boxes
         keypoints = jittered(windows_at(boxes, valid))
+        if args.dihedral:
+            images, keypoints = dihedral(images, dihedral_generator, keypoints)
         if args.loss == "task":
             loss = model.task_loss(images, model.run_task(images, keypoints), labels)
         elif args.task == "reconstruct":  # each patch against the window it was given
@@ -159,7 +202,9 @@ def main(argv: list[str] | None = None) -> None:
         command = shlex.join(["python", "research/task_capacity.py", *given])
         title = f"task capacity, {args.task}, loss {args.loss}, model {args.model}"
         title += f", jitter {args.jitter}" if args.jitter else ""
-        header = {"name": title + (f", deform {args.deform}" if args.deform else ""), "argv": command}
+        title += f", deform {args.deform}" if args.deform else ""
+        title += ", dihedral" if args.dihedral else ""
+        header = {"name": title + (f", {args.digits} digits" if args.digits else ""), "argv": command}
         lines = [json.dumps(header)] + [json.dumps(point) for point in points]
         text = ("\n".join(lines) + "\n").encode()
         atomic_write(args.out, lambda handle: handle.write(text))
