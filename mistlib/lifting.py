@@ -64,8 +64,7 @@ class LiftingConfig(TrainConfig):
     jitter_whole_pixel: bool = False  # task_jitter's moves rounded to whole pixels, the side kept
     jitter_warmup: bool = True  # task_jitter in the warm-up too (False: the polish alone)
     deform: float = 0.0  # a > 0: each training batch bent by a smooth random field of std a px (augment)
-    dihedral: str = "off"  # "all" | "polish": those steps' images transposed / flipped at random (augment;
-    # reconstruction only)
+    dihedral: str = "off"  # "all" | "polish": every step's / the polish's images flipped at random (augment)
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     target_nms: bool = False  # leave out of h_bar the keypoints that E_K's suppression window would drop
@@ -406,6 +405,21 @@ class LiftingTrainer(Trainer):
         heatmap, picks = model.extract(images, count)  # (B, S, H, W), (B, K + J, 3)
         return heatmap, *split_picks(picks.detach(), model.config.k)
 
+    def augment(self, images: torch.Tensor, labels: torch.Tensor | None, polishing: bool) -> torch.Tensor:
+        """This step's training images, bent (``deform``) and turned or flipped (``dihedral``) as configured.
+
+        New shapes of the training digits at every step, drawn from the step's own generators; each scene's
+        layout, count and labels are kept. Returns ``images`` itself (B, C, H, W) when both are off.
+        """
+        config = self.config
+        if config.deform > 0:
+            images = elastic_deform(images, config.deform, step_generator(config.seed + 2, self.step))
+        if config.dihedral == "all" or (config.dihedral == "polish" and polishing):
+            if labels is not None:
+                raise ValueError(f"dihedral={config.dihedral!r} mirrors digits into other classes' shapes")
+            images = dihedral(images, step_generator(config.seed + 3, self.step))[0]
+        return images
+
     def train_step(self, images: torch.Tensor, labels: torch.Tensor | None) -> dict[str, float]:
         """One batch of Algorithm 1 (stage 1 alone during the warm-up and the polish): the losses as floats.
 
@@ -416,15 +430,9 @@ class LiftingTrainer(Trainer):
         model, config = self.model, self.config
         if self.log is not None and config.snapshot_every and self.step % config.snapshot_every == 0:
             self.log.record(self.step, self.inspect(*self.probe))
-        if config.deform > 0:  # new shapes of the training digits at every step; labels and layout kept
-            images = elastic_deform(images, config.deform, step_generator(config.seed + 2, self.step))
         warming_up = self.step < config.warmup_steps
         polishing = config.polish_steps > 0 and self.step >= config.steps - config.polish_steps
-        # mirrored and turned strokes: new shapes for the auto-encoder, no pixel interpolated
-        if config.dihedral == "all" or (config.dihedral == "polish" and polishing):
-            if labels is not None:
-                raise ValueError(f"dihedral={config.dihedral!r} mirrors digits into other classes' shapes")
-            images = dihedral(images, step_generator(config.seed + 3, self.step))[0]
+        images = self.augment(images, labels, polishing)
         if config.lr_schedule == "cosine" and not warming_up:
             done, after_warmup = self.step - config.warmup_steps, config.steps - config.warmup_steps
             for name, rate, total in [
