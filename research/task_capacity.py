@@ -27,6 +27,8 @@ of the *training* digits (seed FRESH_SEED), so the gap between the two is what t
 ``--deform a`` bends each training image by a smooth random field (``mistlib.data.augment``, std ``a``
 px) before its windows are cut, as ``LiftingConfig.deform`` does; the windows stay at the true boxes.
 
+``--device cuda`` trains and measures the network on a GPU (scenes and windows are still made on the CPU).
+
 ``--dihedral`` moves each training image and its windows by one of the square's eight symmetries
 (``mistlib.data.augment.dihedral``: exact, reconstruction only).
 
@@ -120,6 +122,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--dihedral", action="store_true", help="each training image transposed / flipped at random"
     )
+    parser.add_argument("--device", default="cpu", help="where the task network trains (cpu, cuda)")
     parser.add_argument("--digits", type=int, help="train on scenes of only this many training digits")
     parser.add_argument("--out", help="also write the measurements here, as a curve file")
     args = parser.parse_args(argv)
@@ -128,7 +131,8 @@ def main(argv: list[str] | None = None) -> None:
     torch.manual_seed(args.seed)
     experiment = recipe(args.task, args.data, "mist", budget="cpu", seed=args.seed)
     experiment.model = dataclasses.replace(experiment.model, **args.model)
-    model = build_model(experiment)
+    device = torch.device(args.device)
+    model = build_model(experiment).to(device)  # the scenes and windows are made on the CPU, then moved
     k, scales = model.config.k, model.scales
     train = dataset_tensors(training_scenes(args.data, args.train, experiment.seed, args.digits))
     val = dataset_tensors(make_dataset(experiment, "test", args.val, seed=VALIDATION_SEED))
@@ -156,11 +160,11 @@ def main(argv: list[str] | None = None) -> None:
     def at_true_boxes(data: tuple[torch.Tensor, ...]) -> float:
         images, boxes, labels, valid = data
         with torch.no_grad():
-            out = model.run_task(images, windows_at(boxes, valid))
+            out = model.run_task(images.to(device), windows_at(boxes, valid).to(device))
         if args.task == "reconstruct":
-            return rmse(images, out.reconstruction.clamp(0, 1))
+            return rmse(images, out.reconstruction.clamp(0, 1).cpu())
         metrics = DetectionMetrics()
-        metrics.update(out.keypoints, out.logits, boxes, labels, valid)
+        metrics.update(out.keypoints.cpu(), out.logits.cpu(), boxes, labels, valid)
         return metrics.compute()["classification"]
 
     def measure(step: int) -> None:
@@ -183,6 +187,7 @@ def main(argv: list[str] | None = None) -> None:
         keypoints = jittered(windows_at(boxes, valid))
         if args.dihedral:
             images, keypoints = dihedral(images, dihedral_generator, keypoints)
+        images, keypoints, labels, valid = (t.to(device) for t in (images, keypoints, labels, valid))
         if args.loss == "task":
             loss = model.task_loss(images, model.run_task(images, keypoints), labels)
         elif args.task == "reconstruct":  # each patch against the window it was given
@@ -204,6 +209,7 @@ def main(argv: list[str] | None = None) -> None:
         title += f", jitter {args.jitter}" if args.jitter else ""
         title += f", deform {args.deform}" if args.deform else ""
         title += ", dihedral" if args.dihedral else ""
+        title += f", on {args.device}" if args.device != "cpu" else ""
         header = {"name": title + (f", {args.digits} digits" if args.digits else ""), "argv": command}
         lines = [json.dumps(header)] + [json.dumps(point) for point in points]
         text = ("\n".join(lines) + "\n").encode()
