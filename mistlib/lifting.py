@@ -64,7 +64,7 @@ class LiftingConfig(TrainConfig):
     jitter_whole_pixel: bool = False  # task_jitter's moves rounded to whole pixels, the side kept
     jitter_warmup: bool = True  # task_jitter in the warm-up too (False: the polish alone)
     deform: float = 0.0  # a > 0: each training batch bent by a smooth random field of std a px (augment)
-    dihedral: str = "off"  # "all" | "polish": every step's / the polish's images flipped at random (augment)
+    dihedral: str = "off"  # "all" | "polish": every step's / the polish's images turned or flipped (augment)
     lift_weighting: float = 0.0  # w: each image's L_lift is weighted by exp(-w * L_task) (authors: 5)
     target_sigma: float = 0.0  # 0: single-point targets (§6); > 0: Gaussian blobs of this sigma (px)
     target_nms: bool = False  # leave out of h_bar the keypoints that E_K's suppression window would drop
@@ -408,8 +408,9 @@ class LiftingTrainer(Trainer):
     def augment(self, images: torch.Tensor, labels: torch.Tensor | None, polishing: bool) -> torch.Tensor:
         """This step's training images, bent (``deform``) and turned or flipped (``dihedral``) as configured.
 
-        New shapes of the training digits at every step, drawn from the step's own generators; each scene's
-        layout, count and labels are kept. Returns ``images`` itself (B, C, H, W) when both are off.
+        New shapes of the training digits at every step, drawn from the step's own generators; each scene
+        keeps its count and labels (a symmetry moves its instances with it). Returns (B, C, H, W), the
+        ``images`` themselves when both are off.
         """
         config = self.config
         if config.deform > 0:
